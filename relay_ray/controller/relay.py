@@ -1,0 +1,157 @@
+"""The relay loop: plan a segment, run it on a tier, fold the result, repeat.
+
+``RelayController`` keeps no state between requests (only the tiers' descriptions, fetched
+once), so any controller replica can serve any request.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+
+from relay_ray.controller.events import RelayEvent, RelayResult, SegmentFinished, TextDelta
+from relay_ray.controller.tier_client import TierClient
+from relay_ray.controller.validate import ControllerLimits, check_prompt_fits, validate_request
+from relay_ray.errors import TierUnavailableError
+from relay_ray.policies import Policy, SegmentPlan
+from relay_ray.state import RelayState
+from relay_ray.types import (
+    FinishReason,
+    HandoffMode,
+    RelayRequest,
+    RelayStats,
+    SegmentDelta,
+    SegmentJob,
+    SegmentRecord,
+    SegmentResult,
+    Tier,
+    TierInfo,
+)
+
+THINK_CLOSE_TEXT = "\n</think>"
+
+
+def make_job(state: RelayState, plan: SegmentPlan, request: RelayRequest, stream_interval: int) -> SegmentJob:
+    """The segment job that continues ``state`` under ``plan`` (a pure rewrite)."""
+    common = dict(
+        request_id=state.request_id,
+        segment_index=state.num_segments,
+        stop=plan.stop,
+        sampling=request.sampling,
+        signals=plan.signals,
+        stream_interval_tokens=stream_interval,
+    )
+    if state.handoff is HandoffMode.TOKEN_IDS:
+        return SegmentJob(prefix_token_ids=state.prompt_token_ids + state.output_token_ids, **common)
+    return SegmentJob(prefix_text=state.prompt_text + state.output_text, **common)
+
+
+class RelayController:
+    """Runs relay requests over two :class:`TierClient` s."""
+
+    def __init__(
+        self,
+        tiers: Mapping[Tier, TierClient],
+        limits: ControllerLimits | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.tiers = dict(tiers)
+        self.limits = limits or ControllerLimits()
+        self._clock = clock
+        self._infos: dict[Tier, TierInfo] | None = None
+
+    async def tier_infos(self) -> dict[Tier, TierInfo]:
+        if self._infos is None:
+            self._infos = {tier: await client.describe() for tier, client in self.tiers.items()}
+        return self._infos
+
+    async def handoff_mode(self) -> HandoffMode:
+        infos = await self.tier_infos()
+        same = infos[Tier.LARGE].tokenizer_fingerprint == infos[Tier.SMALL].tokenizer_fingerprint
+        return HandoffMode.TOKEN_IDS if same else HandoffMode.TEXT
+
+    async def generate(self, request: RelayRequest, stream_text: bool = False) -> AsyncIterator[RelayEvent]:
+        """Run one request; yields segment events (and text deltas if asked), then the result.
+
+        Raises :class:`~relay_ray.errors.RelayInputError` before any generation for bad input.
+        """
+        started = self._clock()
+        policy = validate_request(request, self.limits)
+        infos = await self.tier_infos()
+        prepared = await self.tiers[Tier.LARGE].prepare(request.prompt)
+        check_prompt_fits(prepared, request.max_new_tokens, infos)
+        state = RelayState(
+            request_id=request.request_id or uuid.uuid4().hex,
+            prompt_token_ids=prepared.token_ids,
+            prompt_text=prepared.text,
+            max_new_tokens=request.max_new_tokens,
+            tier=policy.initial_tier(),
+            handoff=await self.handoff_mode(),
+        )
+        interval = self.limits.stream_interval_tokens if stream_text else 0
+        max_segments = self.limits.max_segments or 2 * request.max_new_tokens + 16
+        while not state.done:
+            if state.num_segments >= max_segments:
+                state = state.finish(FinishReason.MAX_SEGMENTS)
+                break
+            plan = policy.plan(state)
+            job = make_job(state, plan, request, interval)
+            called = self._clock()
+            result = None
+            async for item in self._run(plan.tier, job):
+                if isinstance(item, SegmentResult):
+                    result = item
+                elif stream_text and item.text:
+                    yield TextDelta(job.segment_index, plan.tier, item.text)
+            elapsed_ms = (self._clock() - called) * 1000.0
+            state = policy.advance(state, plan, result, self._record(job, plan.tier, result, elapsed_ms))
+            yield SegmentFinished(state.segments[-1])
+        state = self._close_think(policy, state, infos)
+        yield self._result(state, started)
+
+    async def _run(self, tier: Tier, job: SegmentJob) -> AsyncIterator[SegmentDelta | SegmentResult]:
+        got_result = False
+        try:
+            async for item in self.tiers[tier].stream_segment(job):
+                got_result = got_result or isinstance(item, SegmentResult)
+                yield item
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            raise TierUnavailableError(f"{tier.value} tier failed: {exc}") from exc
+        if not got_result:
+            raise TierUnavailableError(f"{tier.value} tier ended segment {job.segment_index} without a result")
+
+    @staticmethod
+    def _record(job: SegmentJob, tier: Tier, result: SegmentResult, elapsed_ms: float) -> SegmentRecord:
+        return SegmentRecord(
+            index=job.segment_index,
+            tier=tier,
+            text=result.text,
+            num_tokens=len(result.token_ids),
+            finish_reason=result.finish_reason,
+            matched_stop=result.matched_stop,
+            num_dropped_tokens=result.num_dropped_tokens,
+            num_prompt_tokens=result.num_prompt_tokens,
+            num_cached_tokens=result.num_cached_tokens,
+            timing=result.timing,
+            replica_id=result.replica_id,
+            handoff_ms=max(0.0, elapsed_ms - result.timing.total_ms),
+        )
+
+    @staticmethod
+    def _close_think(policy: Policy, state: RelayState, infos: Mapping[Tier, TierInfo]) -> RelayState:
+        if not (state.finish_reason is FinishReason.BUDGET and policy.closes_think_on_budget and state.think_open):
+            return state
+        return state.append_forced(infos[Tier.LARGE].think_close_token_ids, THINK_CLOSE_TEXT)
+
+    def _result(self, state: RelayState, started: float) -> RelayResult:
+        stats = RelayStats(
+            tokens_by_tier=state.tokens_by_tier(),
+            generated_by_tier=state.tokens_by_tier(include_dropped=True),
+            num_switches=state.num_switches,
+            num_segments=state.num_segments,
+            latency_ms=(self._clock() - started) * 1000.0,
+            finish_reason=state.finish_reason,
+            handoff_mode=state.handoff,
+        )
+        return RelayResult(state.request_id, state.output_text, state.output_token_ids, state.segments, stats)

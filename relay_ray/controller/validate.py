@@ -1,0 +1,73 @@
+"""Validation of client requests: every error names the offending field."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from relay_ray.errors import RelayInputError
+from relay_ray.policies import Policy, make_policy
+from relay_ray.types import PreparedPrompt, RelayRequest, Tier, TierInfo
+
+CHAT_ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerLimits:
+    """Limits the controller enforces on every request."""
+
+    max_new_tokens: int = 4096
+    max_prompt_chars: int = 1_000_000
+    stream_interval_tokens: int = 8
+    max_segments: int | None = None  # None: 2 * max_new_tokens + 16 per request
+
+
+def validate_request(request: RelayRequest, limits: ControllerLimits) -> Policy:
+    """Check a request before any tier is called; return its policy, ready to run."""
+    prompt = request.prompt
+    if prompt.text and prompt.messages:
+        raise RelayInputError("prompt", "give either text or messages, not both")
+    if prompt.messages:
+        for i, msg in enumerate(prompt.messages):
+            if msg.role not in CHAT_ROLES:
+                raise RelayInputError(
+                    f"prompt.messages[{i}].role",
+                    f"invalid role {msg.role!r}; use one of {', '.join(CHAT_ROLES)}",
+                )
+        size = sum(len(m.content) for m in prompt.messages)
+        if size == 0:
+            raise RelayInputError("prompt.messages", "all messages are empty")
+    elif not prompt.text.strip():
+        raise RelayInputError("prompt", "the prompt is empty")
+    else:
+        size = len(prompt.text)
+    if size > limits.max_prompt_chars:
+        raise RelayInputError("prompt", f"{size} characters exceed the limit of {limits.max_prompt_chars}")
+    if not 1 <= request.max_new_tokens <= limits.max_new_tokens:
+        raise RelayInputError(
+            "max_new_tokens", f"must be between 1 and {limits.max_new_tokens}, got {request.max_new_tokens}"
+        )
+    s = request.sampling
+    if not 0.0 <= s.temperature <= 100.0:
+        raise RelayInputError("sampling.temperature", f"must be in [0, 100], got {s.temperature}")
+    if not 0.0 < s.top_p <= 1.0:
+        raise RelayInputError("sampling.top_p", f"must be in (0, 1], got {s.top_p}")
+    if s.top_k < 0:
+        raise RelayInputError("sampling.top_k", f"must be >= 0 (0 disables it), got {s.top_k}")
+    if s.seed is not None and s.seed < 0:
+        raise RelayInputError("sampling.seed", f"must be >= 0, got {s.seed}")
+    return make_policy(request.policy, request.policy_params)
+
+
+def check_prompt_fits(prepared: PreparedPrompt, max_new_tokens: int, infos: Mapping[Tier, TierInfo]) -> None:
+    """The prompt plus the requested tokens must fit the smaller context of the two tiers."""
+    context = min(info.max_model_len for info in infos.values())
+    num_prompt = len(prepared.token_ids)
+    if num_prompt >= context:
+        raise RelayInputError("prompt", f"{num_prompt} prompt tokens do not fit the model context of {context}")
+    if num_prompt + max_new_tokens > context:
+        raise RelayInputError(
+            "max_new_tokens",
+            f"{num_prompt} prompt tokens + {max_new_tokens} new tokens exceed the model context of "
+            f"{context}; ask for at most {context - num_prompt}",
+        )

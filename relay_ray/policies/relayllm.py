@@ -1,0 +1,57 @@
+"""RelayLLM: the small model drives and asks for help with ``<call>n</call>``.
+
+The small model stops right after ``</call>``; the command is parsed
+(``<call>\\s*(\\d+)\\s*</call>``) and removed from the output (the tokens overlapping it
+are dropped), then the large model writes ``n`` tokens and control returns to the small
+model. ``n = 0`` or a malformed command hands nothing over. After ``max_calls`` commands
+the small model is no longer stopped at ``</call>`` (bounding call loops).
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import Field
+
+from relay_ray.policies.base import Policy, PolicyParams, SegmentPlan, Transition
+from relay_ray.state import RelayState
+from relay_ray.types import FinishReason, SegmentResult, StopRule, Tier
+
+CALL_CLOSE = "</call>"
+_CALL_RE = re.compile(r"<call>\s*(\d+)\s*</call>\s*$")
+
+
+class RelayLLMParams(PolicyParams):
+    max_calls: int = Field(4, ge=0, le=1024, description="commands honoured per request")
+    max_call_tokens: int = Field(1024, ge=1, le=65536, description="cap on n of one command")
+
+
+class RelayLLMPolicy(Policy):
+    name = "relayllm"
+    Params = RelayLLMParams
+    params: RelayLLMParams
+
+    def initial_tier(self) -> Tier:
+        return Tier.SMALL
+
+    def plan(self, state: RelayState) -> SegmentPlan:
+        if state.tier is Tier.LARGE:
+            n = int(state.memo.get("pending_call_tokens", 1))
+            return SegmentPlan(Tier.LARGE, StopRule(max_new_tokens=self.budget(state, n)))
+        calls_left = int(state.memo.get("num_calls", 0)) < self.params.max_calls
+        stop = StopRule(max_new_tokens=self.budget(state), stop_strings=(CALL_CLOSE,) if calls_left else ())
+        return SegmentPlan(Tier.SMALL, stop)
+
+    def transition(self, state: RelayState, plan: SegmentPlan, result: SegmentResult) -> Transition:
+        if plan.tier is Tier.LARGE:
+            return Transition(Tier.SMALL, memo={"pending_call_tokens": 0})
+        if result.finish_reason is not FinishReason.STOP_STRING:
+            return Transition(Tier.SMALL)
+        num_calls = int(state.memo.get("num_calls", 0)) + 1
+        match = _CALL_RE.search(result.text)
+        if match is None:  # malformed: leave the text, count it so a loop stays bounded
+            return Transition(Tier.SMALL, memo={"num_calls": num_calls})
+        num_kept = sum(1 for end in result.text_offsets if end <= match.start())
+        n = min(int(match.group(1)), self.params.max_call_tokens)
+        memo = {"num_calls": num_calls, "pending_call_tokens": n}
+        return Transition(Tier.LARGE if n > 0 else Tier.SMALL, num_kept=num_kept, memo=memo)
