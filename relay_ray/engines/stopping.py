@@ -25,11 +25,13 @@ class SegmentStopper:
     """Accumulates tokens of one segment and decides when it ends.
 
     ``context_text`` is the end of the prefix the segment continues; it is used only to
-    decide whether a stop string starts at a word boundary.
+    decide whether a stop string starts at a word boundary. An end-of-sequence token ends
+    the segment (kept) whatever the rule says, even before ``min_new_tokens``.
     """
 
-    def __init__(self, rule: StopRule, context_text: str = "") -> None:
+    def __init__(self, rule: StopRule, context_text: str = "", eos_token_ids: tuple[int, ...] = ()) -> None:
         self.rule = rule
+        self._eos = frozenset(eos_token_ids)
         self._context_char = context_text[-1:] if context_text else ""
         self.token_ids: list[int] = []
         self.text = ""
@@ -51,6 +53,8 @@ class SegmentStopper:
         self.text_offsets.append(len(self.text))
         n = len(self.token_ids)
         rule = self.rule
+        if token_id in self._eos:
+            return StopDecision(FinishReason.EOS, n)
         if n >= rule.min_new_tokens:
             if token_id in rule.stop_token_ids:
                 return StopDecision(FinishReason.STOP_TOKEN, n)

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 from relay_ray.config import TierConfig
+from relay_ray.engines.detok import IncrementalDecoder
 from relay_ray.engines.signals import normalized_entropy, top_margin
 from relay_ray.engines.stopping import SegmentStopper, StopDecision
 from relay_ray.errors import RelayInputError
@@ -142,6 +143,7 @@ class VllmTierEngine:
             seed=s.seed,
             logprobs=logprobs,
             output_kind=RequestOutputKind.DELTA,
+            detokenize=False,  # the tier decodes what it keeps (engines/detok.py)
             stream_interval=1,
         )
 
@@ -155,8 +157,9 @@ class VllmTierEngine:
         else:
             prefix = list(job.prefix_token_ids)
         max_tokens = min(job.stop.max_new_tokens, self.config.max_model_len - len(prefix))
-        context = self.tokenizer.decode(prefix[-4:]) if job.stop.word_start else ""
-        stopper = SegmentStopper(job.stop, context)
+        decoder = IncrementalDecoder(self.tokenizer, prefix)
+        stopper = SegmentStopper(job.stop, decoder.context_text() if job.stop.word_start else "",
+                                 self._info.eos_token_ids if self._info else ())
         sig = job.signals
         want_entropy = sig.entropy or job.stop.entropy is not None
         logprob_list, entropy_list, margin_list = [], [], []
@@ -178,9 +181,8 @@ class VllmTierEngine:
                     queue_ms, prefill_ms = self._ttft_split(out, (t_first - t_submit) * 1000.0)
                 num_cached = max(num_cached, out.num_cached_tokens or 0)
                 c = out.outputs[0]
-                n_new = len(c.token_ids)
                 for i, token_id in enumerate(c.token_ids):
-                    piece = c.text if i == n_new - 1 else ""
+                    piece = decoder.push(token_id)
                     entropy = None
                     if c.logprobs:
                         top = [lp.logprob for lp in c.logprobs[i].values() if lp.rank is not None and lp.rank <= k]
@@ -195,9 +197,6 @@ class VllmTierEngine:
                     if decision is not None:
                         break
                 if decision is not None:
-                    eos_now = out.finished and c.finish_reason == "stop"
-                    if decision.finish_reason is FinishReason.LENGTH and eos_now:
-                        decision = StopDecision(FinishReason.EOS, decision.num_kept_tokens)
                     if not out.finished:
                         await self.engine.abort(rid)
                     break

@@ -1,0 +1,51 @@
+"""A standalone gRPC ``SegmentService`` server around one tier engine.
+
+``relay-ray tier-server --model PATH --tier large --port 50051`` runs it; a controller
+with ``transport: grpc`` (or any SegmentService client) uses it as a tier.
+"""
+
+from __future__ import annotations
+
+import grpc
+from grpc_reflection.v1alpha import reflection
+
+from relay_ray.rpc import convert
+from relay_ray.rpc.status import status_for
+from relay_ray.v1 import segment_pb2 as spb
+from relay_ray.v1 import segment_pb2_grpc as spb_grpc
+
+
+class SegmentServicer(spb_grpc.SegmentServiceServicer):
+    """Serves a :class:`~relay_ray.engines.vllm_tier.VllmTierEngine` (or anything with its API)."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+
+    async def Describe(self, request, context):
+        return convert.tier_info_to_pb(self.engine.describe())
+
+    async def Prepare(self, request, context):
+        try:
+            return convert.prepared_to_pb(self.engine.prepare(convert.prompt_from_pb(request)))
+        except Exception as exc:
+            await context.abort(*status_for(exc))
+
+    async def RunSegment(self, request, context):
+        try:
+            job = convert.job_from_pb(request)
+        except Exception as exc:
+            await context.abort(*status_for(exc))
+        async for item in self.engine.stream_segment(job):
+            yield convert.update_to_pb(item)
+
+
+async def start_segment_server(engine, host: str = "127.0.0.1", port: int = 0) -> tuple[grpc.aio.Server, int]:
+    """Start serving ``engine``; returns the server and the bound port (``port=0`` picks one)."""
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20),
+                                      ("grpc.max_send_message_length", 64 << 20)])
+    spb_grpc.add_SegmentServiceServicer_to_server(SegmentServicer(engine), server)
+    names = (spb.DESCRIPTOR.services_by_name["SegmentService"].full_name, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(names, server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    await server.start()
+    return server, bound

@@ -1,0 +1,76 @@
+"""Build the relay Serve application from a :class:`RelayConfig`.
+
+``build_app(config)`` for Python; ``app_builder`` is the ``import_path`` target of Serve
+config files (``cluster/*.yaml``), which pass the config as the application's ``args``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ray import serve
+from ray.serve import Application
+
+from relay_ray.config import RelayConfig, TierConfig
+from relay_ray.serve.deployments import RelayIngress, TierServer
+from relay_ray.types import Tier
+
+TIER_DEPLOYMENT_NAMES = {Tier.LARGE: "LargeTier", Tier.SMALL: "SmallTier"}
+CONTROLLER_DEPLOYMENT_NAME = "RelayController"
+SERVICER_FUNCTIONS = (
+    "relay_ray.v1.relay_pb2_grpc.add_RelayServiceServicer_to_server",
+)
+# Every segment of a request carries its request id as Serve session id; hashing it keeps
+# the request on one replica (prefix-cache affinity) and falls back if that one is full.
+AFFINITY_ROUTER = {
+    "request_router_class": "ray.serve.experimental.consistent_hash_router:ConsistentHashRouter",
+    "request_router_kwargs": {"num_virtual_nodes": 100, "num_fallback_replicas": 2},
+}
+
+
+def tier_deployment_options(tier: Tier, cfg: TierConfig) -> dict:
+    """Serve options of a tier deployment: replicas, resources, placement, routing."""
+    options = {
+        "name": TIER_DEPLOYMENT_NAMES[tier],
+        "num_replicas": cfg.num_replicas,
+        "max_ongoing_requests": cfg.max_ongoing_requests,
+        "ray_actor_options": {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
+        "request_router_config": AFFINITY_ROUTER,
+        "health_check_timeout_s": 120,
+        "graceful_shutdown_timeout_s": 30,
+    }
+    if cfg.on_gpu and cfg.tensor_parallel_size > 1:
+        # vLLM's Ray executor puts one worker per GPU bundle of the replica's placement
+        # group; the replica itself only holds the CPU of the first bundle.
+        options["ray_actor_options"] = {"num_cpus": max(cfg.num_cpus, 1.0), "num_gpus": 0}
+        options["placement_group_bundles"] = (
+            [{"CPU": max(cfg.num_cpus, 1.0), "GPU": 1}] + [{"GPU": 1}] * (cfg.tensor_parallel_size - 1)
+        )
+        options["placement_group_strategy"] = "STRICT_PACK"
+    return options
+
+
+def build_app(config: RelayConfig) -> Application:
+    """The relay application: LargeTier and SmallTier deployments behind RelayController."""
+    tiers = {}
+    for tier, tier_cfg in ((Tier.LARGE, config.large), (Tier.SMALL, config.small)):
+        deployment = serve.deployment(TierServer).options(**tier_deployment_options(tier, tier_cfg))
+        tiers[tier] = deployment.bind(tier.value, tier_cfg.model_dump(mode="json"))
+    c = config.controller
+    ingress = serve.deployment(RelayIngress).options(
+        name=CONTROLLER_DEPLOYMENT_NAME,
+        num_replicas=c.num_replicas,
+        max_ongoing_requests=c.max_ongoing_requests,
+        ray_actor_options={"num_cpus": c.num_cpus},
+    )
+    return ingress.bind(tiers[Tier.LARGE], tiers[Tier.SMALL], c.model_dump(mode="json"))
+
+
+def app_builder(args: dict) -> Application:
+    """Serve config entry point: ``import_path: relay_ray.serve.builder:app_builder``.
+
+    ``args`` is a :class:`RelayConfig` as a dict; relative model paths resolve against the
+    working directory.
+    """
+    config = RelayConfig.model_validate(args).resolve_paths(Path.cwd())
+    return build_app(config)

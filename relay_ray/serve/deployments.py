@@ -1,0 +1,80 @@
+"""Ray Serve deployment classes: thin shells around the tier engine and the controller.
+
+Options (replicas, resources, routing) are set by :mod:`relay_ray.serve.builder`.
+"""
+
+from __future__ import annotations
+
+from ray import serve
+
+from relay_ray.config import ControllerConfig, TierConfig
+from relay_ray.controller import ControllerLimits, RelayController, RelayResult
+from relay_ray.engines.grpc_client import GrpcTierClient
+from relay_ray.engines.handle_client import HandleTierClient
+from relay_ray.engines.vllm_tier import VllmTierEngine
+from relay_ray.rpc import relay_service
+from relay_ray.types import PreparedPrompt, PromptInput, RelayRequest, SegmentJob, SegmentResult, Tier, TierInfo
+
+
+class TierServer:
+    """One replica of a tier: owns one vLLM engine and runs segment jobs on it."""
+
+    async def __init__(self, tier: str, config: dict) -> None:
+        replica_id = serve.get_replica_context().replica_id.unique_id
+        self.engine = VllmTierEngine(Tier(tier), TierConfig.model_validate(config), replica_id)
+        await self.engine.start()
+
+    def describe(self) -> TierInfo:
+        return self.engine.describe()
+
+    def prepare(self, prompt: PromptInput) -> PreparedPrompt:
+        return self.engine.prepare(prompt)
+
+    async def run_segment(self, job: SegmentJob) -> SegmentResult:
+        async for item in self.engine.stream_segment(job):
+            if isinstance(item, SegmentResult):
+                return item
+        raise RuntimeError("segment ended without a result")
+
+    async def stream_segment(self, job: SegmentJob):
+        async for item in self.engine.stream_segment(job):
+            yield item
+
+    def __del__(self) -> None:
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.shutdown()
+
+
+class RelayIngress:
+    """The controller deployment: implements RelayService on Serve's gRPC proxy.
+
+    Stateless between requests, so it scales to any number of replicas.
+    """
+
+    def __init__(self, large, small, config: dict) -> None:
+        cfg = ControllerConfig.model_validate(config)
+        if cfg.transport == "grpc":
+            tiers = {Tier.LARGE: GrpcTierClient(cfg.large_endpoints), Tier.SMALL: GrpcTierClient(cfg.small_endpoints)}
+        else:
+            tiers = {Tier.LARGE: HandleTierClient(large), Tier.SMALL: HandleTierClient(small)}
+        limits = ControllerLimits(max_new_tokens=cfg.max_new_tokens_limit,
+                                  stream_interval_tokens=cfg.stream_interval_tokens)
+        self.controller = RelayController(tiers, limits)
+        self.default_policy = cfg.default_policy
+
+    async def Generate(self, request, grpc_context=None):
+        return await relay_service.generate(self.controller, request, self.default_policy, grpc_context)
+
+    async def GenerateStream(self, request, grpc_context=None):
+        async for message in relay_service.generate_stream(
+            self.controller, request, self.default_policy, grpc_context
+        ):
+            yield message
+
+    async def relay(self, request: RelayRequest) -> RelayResult:
+        """Python entry point for handle callers (tests, batch jobs)."""
+        async for event in self.controller.generate(request):
+            if isinstance(event, RelayResult):
+                return event
+        raise RuntimeError("relay ended without a result")

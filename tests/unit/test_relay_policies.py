@@ -1,0 +1,167 @@
+"""Policies driven through the real controller over scripted tiers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from relay_ray.controller import RelayController, RelayResult, SegmentFinished, TextDelta
+from relay_ray.types import FinishReason, PromptInput, RelayRequest, Tier
+from tests.unit.fakes import EOS, ScriptedTier
+
+VOCAB = ["</s>", "Q: ", "a", " b", " So", ",", " c", ".", " d", "<call>", "5", "</call>", "</think>", "\n",
+         " now", " know", "0", "x", "y", "z"]
+W = {w: i for i, w in enumerate(VOCAB)}
+
+
+def ids(*words: str) -> list[int]:
+    return [W[w] for w in words]
+
+
+def run(controller: RelayController, policy: str, params: dict | None = None, max_new_tokens: int = 64,
+        prompt: str = "Q: ", stream: bool = False) -> tuple[RelayResult, list]:
+    async def go():
+        events = []
+        async for ev in controller.generate(
+            RelayRequest(PromptInput(text=prompt), policy, params or {}, max_new_tokens=max_new_tokens),
+            stream_text=stream,
+        ):
+            events.append(ev)
+        return events[-1], events
+    return asyncio.run(go())
+
+
+def pair(large_doc, small_doc=None, large_ent=(), small_ent=(), **kw) -> tuple[RelayController, ScriptedTier, ScriptedTier]:
+    large = ScriptedTier(Tier.LARGE, VOCAB, large_doc, large_ent, **kw)
+    small = ScriptedTier(Tier.SMALL, VOCAB, small_doc if small_doc is not None else large_doc, small_ent, **kw)
+    return RelayController({Tier.LARGE: large, Tier.SMALL: small}), large, small
+
+
+def tiers_of(result: RelayResult) -> list[Tier]:
+    return [s.tier for s in result.segments]
+
+
+DOC = ids("a", " b", " c", " d", "a", " So", ",", " c", " d", ".", " b", " b", " c", " So", " b", ".", " d") + [EOS]
+
+
+@pytest.mark.parametrize("policy,params", [
+    ("large-only", {}), ("small-only", {}), ("fixed-ratio", {"large_tokens": 3, "small_tokens": 2}),
+    ("relaygen", {"cues": [" So"], "sentence_ends": ["."], "min_tokens_after_return": 0}),
+    ("rstitch", {"tau": 0.5}), ("relayllm", {}),
+])
+def test_same_model_relay_reproduces_the_document(policy, params):
+    entropies = [0.9 if i % 3 == 0 else 0.1 for i in range(len(DOC))]
+    controller, _, _ = pair(DOC, large_ent=entropies, small_ent=entropies)
+    result, _ = run(controller, policy, params)
+    assert list(result.token_ids) == DOC
+    assert result.stats.finish_reason is FinishReason.EOS
+
+
+def test_fixed_ratio_alternates_at_its_lengths():
+    controller, _, _ = pair(DOC)
+    result, _ = run(controller, "fixed-ratio", {"large_tokens": 3, "small_tokens": 2, "first": "small"})
+    lengths = [(s.tier, s.num_tokens) for s in result.segments]
+    assert lengths[:4] == [(Tier.SMALL, 2), (Tier.LARGE, 3), (Tier.SMALL, 2), (Tier.LARGE, 3)]
+    assert result.stats.num_switches == len(lengths) - 1
+
+
+def test_relaygen_hands_the_sentence_after_a_cue_to_the_small_model():
+    controller, large, small = pair(DOC)
+    result, _ = run(controller, "relaygen", {"cues": [" So"], "sentence_ends": ["."], "min_tokens_after_return": 0})
+    first, second, third = result.segments[:3]
+    assert (first.tier, first.text, first.matched_stop) == (Tier.LARGE, "a b c da So", " So")
+    assert (second.tier, second.text, second.matched_stop) == (Tier.SMALL, ", c d.", ".")
+    assert third.tier is Tier.LARGE
+    assert result.stats.tokens_by_tier[Tier.SMALL] == len(ids(",", " c", " d", ".")) + len(ids(" b", "."))
+
+
+def test_relaygen_ignores_cues_in_the_first_tokens_after_a_return():
+    doc = ids("a", " So", " b", " c", " d", " So", " b", ".") + [EOS]
+    controller, _, _ = pair(doc)
+    result, _ = run(controller, "relaygen", {"cues": [" So"], "sentence_ends": ["."], "min_tokens_after_return": 3})
+    assert result.segments[0].text == "a So b c d So"  # the early " So" (token 2) does not count
+
+
+def test_relaygen_cue_must_start_a_word():
+    doc = ids("a", " know", " b", " now", " c", ".") + [EOS]
+    controller, _, _ = pair(doc)
+    result, _ = run(controller, "relaygen", {"cues": ["now"], "min_tokens_after_return": 0})
+    assert result.segments[0].matched_stop == "now" and result.segments[0].text == "a know b now"
+
+
+def test_relaygen_small_model_writes_the_answer_after_think():
+    doc = ids("a", " b", "</think>", "\n", " c", " d", " So", " b") + [EOS]
+    controller, _, _ = pair(doc)
+    result, _ = run(controller, "relaygen", {"cues": [" So"], "min_tokens_after_return": 0})
+    assert [(s.tier, s.text) for s in result.segments] == [(Tier.LARGE, "a b</think>"), (Tier.SMALL, "\n c d So b")]
+
+
+def test_relaygen_closes_an_open_think_block_when_the_budget_runs_out():
+    doc = ids("a", " b", " c", " d") * 4
+    controller, _, _ = pair(doc, prompt="Q: ")
+    result, _ = run(controller, "relaygen", {"cues": [" So"]}, max_new_tokens=6, prompt="Q: ")
+    assert "</think>" not in result.text  # the prompt opened no <think>: nothing to close
+
+
+def test_rstitch_drops_the_uncertain_small_token_and_the_large_model_writes_it():
+    large_doc = ids("a", " b", " c", " d", "a", " b", " c", " d") + [EOS]
+    small_doc = ids("a", " b", "x", "y", "z", "x", "y", "z") + [EOS]
+    small_ent = [0.1, 0.1, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
+    large_ent = [0.5, 0.5, 0.6, 0.7, 0.2, 0.5, 0.5, 0.5, 0.5]
+    controller, _, _ = pair(large_doc, small_doc, large_ent, small_ent)
+    result, _ = run(controller, "rstitch", {"tau": 0.3})
+    segs = result.segments
+    assert (segs[0].tier, segs[0].text, segs[0].num_dropped_tokens, segs[0].finish_reason) == (
+        Tier.SMALL, "a b", 1, FinishReason.ENTROPY)
+    assert (segs[1].tier, segs[1].text, segs[1].finish_reason) == (Tier.LARGE, " c da", FinishReason.ENTROPY)
+    assert segs[2].tier is Tier.SMALL and result.text == "a b c da" + "y z"[0:0] + segs[2].text
+    assert result.stats.generated_by_tier[Tier.SMALL] == result.stats.tokens_by_tier[Tier.SMALL] + 1
+
+
+def test_relayllm_removes_the_command_and_the_large_model_writes_n_tokens():
+    small_doc = ids("a", " b", "<call>", "5", "</call>", "y", "y", "y", "y", "y", "y", "z", "z") + [EOS]
+    large_doc = ids("0", "0", " c", " d", "a", " b", " c", " d", "a", " b", " c", " d", "a") + [EOS]
+    controller, _, _ = pair(large_doc, small_doc)
+    result, _ = run(controller, "relayllm", {})
+    segs = result.segments
+    assert (segs[0].tier, segs[0].text, segs[0].num_dropped_tokens) == (Tier.SMALL, "a b", 3)
+    assert (segs[1].tier, segs[1].num_tokens, segs[1].text) == (Tier.LARGE, 5, " c da b c")
+    assert segs[2].tier is Tier.SMALL and "<call>" not in result.text
+    assert result.stats.tokens_by_tier[Tier.LARGE] == 5
+
+
+def test_relayllm_zero_and_call_limit_hand_nothing_over():
+    small_doc = ids("a", "<call>", "0", "</call>", " b", "<call>", "5", "</call>", " c") + [EOS]
+    controller, _, _ = pair(small_doc, small_doc)
+    result, _ = run(controller, "relayllm", {"max_calls": 1})
+    # The first command (n=0) is removed and counted; greedy decoding re-emits it, and past
+    # max_calls commands stay in the text: the loop is bounded, nothing reaches the large tier.
+    assert result.stats.tokens_by_tier[Tier.LARGE] == 0
+    assert result.segments[0].text == "a" and result.segments[0].num_dropped_tokens == 3
+    assert result.text == "a<call>0</call> b<call>5</call> c"
+
+
+def test_text_handoff_when_tokenizers_differ():
+    large = ScriptedTier(Tier.LARGE, VOCAB, DOC, fingerprint="one")
+    small = ScriptedTier(Tier.SMALL, VOCAB, DOC, fingerprint="two")
+    result, _ = run(RelayController({Tier.LARGE: large, Tier.SMALL: small}), "fixed-ratio",
+                    {"large_tokens": 3, "small_tokens": 2})
+    assert result.stats.handoff_mode.value == "text"
+    assert all(j.prefix_text is not None and not j.prefix_token_ids for j in large.jobs + small.jobs)
+    assert result.text == "".join(VOCAB[t] for t in DOC if t != EOS)
+
+
+def test_stream_emits_segments_then_the_result():
+    controller, _, _ = pair(DOC)
+    result, events = run(controller, "fixed-ratio", {"large_tokens": 4, "small_tokens": 4}, stream=True)
+    finished = [e for e in events if isinstance(e, SegmentFinished)]
+    assert "".join(e.record.text for e in finished) == result.text
+    assert not any(isinstance(e, TextDelta) for e in events)  # the scripted tier sends no deltas
+    assert isinstance(events[-1], RelayResult)
+
+
+def test_budget_ends_the_request():
+    controller, _, _ = pair(DOC)
+    result, _ = run(controller, "fixed-ratio", {"large_tokens": 3, "small_tokens": 2}, max_new_tokens=7)
+    assert result.stats.finish_reason is FinishReason.BUDGET and len(result.token_ids) == 7
