@@ -56,7 +56,7 @@ def _set_fields(msg: Message) -> dict:
     for fd, value in msg.ListFields():
         if fd.type == fd.TYPE_ENUM and fd.enum_type.name == "Tier":
             value = tier_from_pb(value, fd.name)
-        elif fd.label == fd.LABEL_REPEATED:
+        elif fd.is_repeated:
             value = tuple(value)
         out[fd.name] = value
     return out
