@@ -98,14 +98,18 @@ class RelayController:
             plan = policy.plan(state)
             job = make_job(state, plan, request, interval)
             called = self._clock()
-            result = None
+            result, streamed = None, ""
             async for item in self._run(plan.tier, job):
                 if isinstance(item, SegmentResult):
                     result = item
                 elif stream_text and item.text:
+                    streamed += item.text
                     yield TextDelta(job.segment_index, plan.tier, item.text)
             elapsed_ms = (self._clock() - called) * 1000.0
             state = policy.advance(state, plan, result, self._record(job, plan.tier, result, elapsed_ms))
+            committed = state.segments[-1].text
+            if stream_text and len(committed) > len(streamed) and committed.startswith(streamed):
+                yield TextDelta(job.segment_index, plan.tier, committed[len(streamed):])
             yield SegmentFinished(state.segments[-1])
         state = self._close_think(policy, state, infos)
         yield self._result(state, started)

@@ -21,6 +21,10 @@ class IncrementalDecoder:
         self._ids = list(context_ids[-_CONTEXT_TOKENS:])
         self._prefix_offset = 0
         self._read_offset = len(self._ids)
+        # A previous segment that ended inside a multi-byte character held those bytes
+        # back; treat them as pending so the character is emitted whole, here, once complete.
+        while self._read_offset > 0 and self._decode(self._ids[: self._read_offset]).endswith("\ufffd"):
+            self._read_offset -= 1
 
     def _decode(self, ids: Sequence[int]) -> str:
         return self._decode_fn(ids, skip_special_tokens=True)
@@ -37,5 +41,5 @@ class IncrementalDecoder:
         return ""
 
     def context_text(self) -> str:
-        """Decoded text of the context tokens (for word-boundary checks)."""
+        """Decoded text of the complete context (for word-boundary checks)."""
         return self._decode(self._ids[: self._read_offset])

@@ -157,7 +157,8 @@ def test_stream_emits_segments_then_the_result():
     result, events = run(controller, "fixed-ratio", {"large_tokens": 4, "small_tokens": 4}, stream=True)
     finished = [e for e in events if isinstance(e, SegmentFinished)]
     assert "".join(e.record.text for e in finished) == result.text
-    assert not any(isinstance(e, TextDelta) for e in events)  # the scripted tier sends no deltas
+    # The scripted tier streams nothing itself: the controller sends each committed segment.
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == result.text
     assert isinstance(events[-1], RelayResult)
 
 

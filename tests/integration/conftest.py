@@ -1,0 +1,85 @@
+"""One Ray instance per test session with two relay applications on Serve's gRPC proxy.
+
+- ``pair``: the demo pair (large and small models differ) for policy behaviour;
+- ``same``: both tiers serve the *same* model (the small tier with two replicas), for
+  handoff exactness and replica affinity.
+Engines start once per session (about two minutes on 2 cores) and are shared by all tests.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MODELS = ROOT / "models"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tier(model: str, bind: str, **extra) -> dict:
+    return {"model": str(MODELS / model), "dtype": "float32", "max_model_len": 1024, "block_size": 32,
+            "kv_cache_space_gib": 1, "cpu_threads_bind": bind, "max_num_seqs": 16, **extra}
+
+
+@dataclass(frozen=True)
+class RelayServer:
+    address: str
+
+    def client(self, app: str):
+        from relay_ray.client import RelayClient
+
+        return RelayClient(self.address, app_name=app, timeout_s=300)
+
+
+@pytest.fixture(scope="session")
+def relay_server():
+    if not (MODELS / "demo-large" / "config.json").exists():
+        pytest.fail("models are missing: run `make models` (make test does)")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import ray
+    from ray import serve
+    from ray.serve.api import RunTarget
+
+    from relay_ray.config import RelayConfig
+    from relay_ray.serve.builder import SERVICER_FUNCTIONS, build_app
+
+    grpc_port = free_port()
+    ray.init(include_dashboard=False, log_to_driver=False)
+    serve.start(
+        http_options={"host": "127.0.0.1", "port": free_port()},
+        grpc_options={"port": grpc_port, "grpc_servicer_functions": list(SERVICER_FUNCTIONS),
+                      "enable_reflection": True},
+    )
+    pair = RelayConfig(large=tier("demo-large", "0"), small=tier("demo-small", "1"),
+                       controller={"max_new_tokens_limit": 512})
+    same = RelayConfig(large=tier("demo-small", "0"), small=tier("demo-small", "1", num_replicas=2),
+                       controller={"max_new_tokens_limit": 512})
+    started = time.perf_counter()
+    serve.run_many([RunTarget(build_app(pair), name="pair", route_prefix="/pair"),
+                    RunTarget(build_app(same), name="same", route_prefix="/same")])
+    print(f"\nrelay applications ready in {time.perf_counter() - started:.0f} s")
+    yield RelayServer(f"127.0.0.1:{grpc_port}")
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def pair_client(relay_server):
+    with relay_server.client("pair") as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def same_client(relay_server):
+    with relay_server.client("same") as client:
+        yield client

@@ -1,0 +1,80 @@
+"""The gRPC SegmentService transport against real tier servers: same answers as the
+Serve-handle transport, replica failover, errors mapped to status codes."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+
+import pytest
+
+from relay_ray.client import build_request
+from relay_ray.controller import RelayController, RelayResult
+from relay_ray.engines.grpc_client import GrpcTierClient
+from relay_ray.errors import TierUnavailableError
+from relay_ray.types import PromptInput, RelayRequest, Tier
+from tests.integration.conftest import MODELS
+
+pytestmark = pytest.mark.integration
+PROMPT = "So we add 12 and 30, so the sum is 42. Therefore"
+
+
+def _start_tier(model: str, tier: str, bind: str) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "relay_ray.cli", "tier-server", "--model", str(MODELS / model), "--tier", tier,
+         "--port", "0", "--dtype", "float32", "--max-model-len", "1024", "--kv-cache-space-gib", "1",
+         "--cpu-threads-bind", bind],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    for line in proc.stdout:
+        match = re.search(r"listening on (\S+)", line)
+        if match:
+            return proc, match.group(1)
+    raise RuntimeError(f"{tier} tier server exited with {proc.wait()}")
+
+
+@pytest.fixture(scope="module")
+def tier_servers():
+    procs = []
+    try:
+        large, large_addr = _start_tier("demo-large", "large", "0")
+        procs.append(large)
+        small, small_addr = _start_tier("demo-small", "small", "1")
+        procs.append(small)
+        yield large_addr, small_addr
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def _relay(tiers: dict, policy: str, params: dict) -> RelayResult:
+    async def go():
+        controller = RelayController(tiers)
+        async for event in controller.generate(RelayRequest(PromptInput(text=PROMPT), policy, params, max_new_tokens=40)):
+            if isinstance(event, RelayResult):
+                return event
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("policy,params", [("fixed-ratio", {"large_tokens": 6, "small_tokens": 4}),
+                                           ("rstitch", {"tau": 0.34})])
+def test_grpc_transport_matches_the_serve_transport(tier_servers, pair_client, policy, params):
+    large_addr, small_addr = tier_servers
+    # A dead endpoint first in the list: jobs must fail over to the live one.
+    tiers = {Tier.LARGE: GrpcTierClient([large_addr]), Tier.SMALL: GrpcTierClient([small_addr, "127.0.0.1:1"])}
+    over_grpc = _relay(tiers, policy, params)
+    over_serve = pair_client.generate(build_request(PROMPT, policy, params, max_new_tokens=40))
+    assert list(over_grpc.token_ids) == list(over_serve.token_ids)
+    assert [s.tier.value for s in over_grpc.segments] == [
+        "large" if s.tier == 1 else "small" for s in over_serve.segments]
+    assert over_grpc.stats.num_switches >= 1
+
+
+def test_unreachable_tier_is_reported(tier_servers):
+    large_addr, _ = tier_servers
+    tiers = {Tier.LARGE: GrpcTierClient([large_addr]), Tier.SMALL: GrpcTierClient(["127.0.0.1:1"], timeout_s=5)}
+    with pytest.raises(TierUnavailableError):
+        _relay(tiers, "small-only", {})
