@@ -181,6 +181,39 @@ def cmd_tier_server(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from relay_ray.bench import handoff
+    from relay_ray.client import RelayClient
+
+    def progress(done: int, total: int) -> None:
+        print(f"\r[bench] relayed requests {done}/{total}", end="" if done < total else "\n", flush=True)
+
+    started_here = args.address is None
+    if started_here:
+        from relay_ray.serve.local import load_serve_file, start_local
+
+        serve_file = load_serve_file(args.config)
+        print(f"[bench] starting the relay from {args.config} ...", flush=True)
+        start_local(serve_file)
+        address = f"127.0.0.1:{serve_file.grpc_port}"
+    else:
+        address = args.address
+    try:
+        with RelayClient(address) as client:
+            result = handoff.run(client, args.requests, args.new_tokens, args.large_tokens, args.small_tokens, progress)
+    finally:
+        if started_here:
+            from relay_ray.serve.local import stop_local
+
+            stop_local()
+    print(handoff.table(result))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(handoff.as_dict(result), fh, indent=2)
+        print(f"[bench] wrote {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="relay-ray",
@@ -216,6 +249,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout-s", type=float, default=600.0)
     _add_policy_args(p)
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("bench", help="per-token time of each tier and the cost of a handoff")
+    p.add_argument("--config", default="cluster/serve-local.yaml", help="start this Serve config locally")
+    p.add_argument("--address", default=None, help="measure a running relay at host:port instead")
+    p.add_argument("--requests", type=int, default=16, help="prompts per measurement")
+    p.add_argument("--new-tokens", type=int, default=96)
+    p.add_argument("--large-tokens", type=int, default=24, help="fixed-ratio large segment length")
+    p.add_argument("--small-tokens", type=int, default=8, help="fixed-ratio small segment length")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("tier-server", help="serve one tier engine over gRPC SegmentService")
     p.add_argument("--model", required=True, help="model folder")

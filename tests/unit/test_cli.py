@@ -12,7 +12,7 @@ from relay_ray.cli import build_parser, main
 
 def test_help_lists_commands_and_policy_flags():
     help_text = build_parser().format_help()
-    for command in ("serve", "demo", "generate", "tier-server"):
+    for command in ("serve", "demo", "generate", "tier-server", "bench"):
         assert command in help_text
     gen = subprocess.run([sys.executable, "-m", "relay_ray.cli", "generate", "--help"], capture_output=True, text=True)
     assert gen.returncode == 0 and "--tau" in gen.stdout and "--cues" in gen.stdout

@@ -1,0 +1,1 @@
+"""Benchmarks (run from the CLI; numbers go to docs/benchmarks.md)."""
