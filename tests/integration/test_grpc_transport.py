@@ -73,6 +73,24 @@ def test_grpc_transport_matches_the_serve_transport(tier_servers, pair_client, p
     assert over_grpc.stats.num_switches >= 1
 
 
+def test_text_handoff_between_different_tokenizers(tier_servers):
+    """A small tier with its own tokenizer: the prefix crosses as text and is re-tokenized."""
+    large_addr, _ = tier_servers
+    alt, alt_addr = _start_tier("demo-small-alt", "small", "1")
+    try:
+        tiers = {Tier.LARGE: GrpcTierClient([large_addr]), Tier.SMALL: GrpcTierClient([alt_addr])}
+        result = _relay(tiers, "fixed-ratio", {"large_tokens": 6, "small_tokens": 4})
+    finally:
+        alt.terminate()
+        alt.wait(timeout=30)
+    assert result.stats.handoff_mode.value == "text" and result.token_ids == ()
+    shape = [(s.tier, s.num_tokens) for s in result.segments[:4]]
+    assert shape == [(Tier.LARGE, 6), (Tier.SMALL, 4), (Tier.LARGE, 6), (Tier.SMALL, 4)]
+    assert result.text == "".join(s.text for s in result.segments)
+    # each tier continued the text the other wrote: its prompt grew by what came before
+    assert result.segments[2].num_prompt_tokens > result.segments[0].num_prompt_tokens
+
+
 def test_unreachable_tier_is_reported(tier_servers):
     large_addr, _ = tier_servers
     tiers = {Tier.LARGE: GrpcTierClient([large_addr]), Tier.SMALL: GrpcTierClient(["127.0.0.1:1"], timeout_s=5)}
