@@ -239,6 +239,12 @@ class VllmTierEngine:
         queue_ms = max(0.0, (scheduled - queued) * 1000.0)
         return queue_ms, max(0.0, ttft_ms - queue_ms)
 
+    async def check_health(self) -> None:
+        """Raises if the engine is dead."""
+        if self.engine is None:
+            raise RuntimeError(f"{self.tier.value} tier engine is not running")
+        await self.engine.check_health()
+
     def shutdown(self) -> None:
         if self.engine is not None:
             self.engine.shutdown()

@@ -40,6 +40,10 @@ class TierServer:
         async for item in self.engine.stream_segment(job):
             yield item
 
+    async def check_health(self) -> None:
+        """Serve restarts the replica when this raises (engine process died, ...)."""
+        await self.engine.check_health()
+
     def __del__(self) -> None:
         engine = getattr(self, "engine", None)
         if engine is not None:

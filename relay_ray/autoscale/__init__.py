@@ -1,0 +1,1 @@
+"""Per-tier autoscaling from switch-rate telemetry (pure decisions + a Serve adapter)."""

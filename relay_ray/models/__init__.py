@@ -1,0 +1,1 @@
+"""Small local models the project builds itself (no hub downloads)."""

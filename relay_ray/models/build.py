@@ -1,0 +1,124 @@
+"""Build tiny random-weight Llama models with a shared tokenizer, for tests and the demo.
+
+Weights are random (seeded); only the shapes, the tokenizer and the chat template matter
+for serving tests. Run ``python -m relay_ray.models.build --out models`` (``make models``).
+Building is idempotent: a folder whose ``build-spec.json`` matches is left alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from relay_ray.models.corpus import training_text
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
+)
+SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>")
+# Shown in decoded text (special=False) because policies match on them.
+MARKUP_TOKENS = ("<think>", "</think>", "<call>", "</call>")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Shape of one tiny Llama model. ``head_dim`` is hidden_size / num_attention_heads."""
+
+    name: str
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    vocab_size: int = 512
+    max_position_embeddings: int = 2048
+    initializer_range: float = 0.2
+    seed: int = 0
+
+
+DEMO_SPECS = (
+    ModelSpec("demo-large", hidden_size=512, num_hidden_layers=6, num_attention_heads=8,
+              intermediate_size=1024, seed=1),
+    ModelSpec("demo-small", hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
+              intermediate_size=256, seed=2),
+    # A different tokenizer (smaller vocabulary): exercises the text handoff in tests.
+    ModelSpec("demo-small-alt", hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
+              intermediate_size=256, vocab_size=384, seed=3),
+)
+
+
+def build_tokenizer(out_dir: Path, vocab_size: int) -> None:
+    """Train a byte-level BPE tokenizer on the embedded corpus and save it in HF format."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(training_text(), trainer=trainer)
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in MARKUP_TOKENS])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+        pad_token="<unk>",
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(str(out_dir))
+
+
+def build_model(out_dir: Path, spec: ModelSpec) -> None:
+    """Write a random-weight ``LlamaForCausalLM`` (fp32) and its tokenizer to ``out_dir``."""
+    stamp = out_dir / "build-spec.json"
+    if stamp.exists() and json.loads(stamp.read_text()) == asdict(spec):
+        stamp.touch()  # up to date: tell make so
+        return
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    build_tokenizer(out_dir, spec.vocab_size)
+    from transformers import AutoTokenizer
+
+    vocab_size = len(AutoTokenizer.from_pretrained(str(out_dir)))
+    torch.manual_seed(spec.seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_hidden_layers,
+        num_attention_heads=spec.num_attention_heads,
+        num_key_value_heads=spec.num_attention_heads,
+        head_dim=spec.hidden_size // spec.num_attention_heads,
+        max_position_embeddings=spec.max_position_embeddings,
+        initializer_range=spec.initializer_range,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=False,
+        torch_dtype="float32",
+    )
+    model = LlamaForCausalLM(config).to(torch.float32)
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    stamp.write_text(json.dumps(asdict(spec), indent=2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="models", help="folder to write model folders into")
+    args = parser.parse_args(argv)
+    for spec in DEMO_SPECS:
+        path = Path(args.out) / spec.name
+        build_model(path, spec)
+        print(f"model ready: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
