@@ -10,7 +10,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from relay_ray.autoscale.policy import TierScalingParams
 from relay_ray.policies import REGISTRY
+from relay_ray.telemetry.tracing import TracingConfig
 
 
 class _Strict(BaseModel):
@@ -37,6 +39,8 @@ class TierConfig(_Strict):
     num_cpus: float = Field(0.0, ge=0, description="Ray CPUs reserved per replica")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per replica; fractions pack replicas on a GPU")
     max_ongoing_requests: int = Field(64, ge=1, description="segment jobs in flight per replica")
+    autoscaling: TierScalingParams | None = Field(
+        None, description="scale this tier on its own demand (replaces num_replicas)")
 
     @model_validator(mode="after")
     def _check(self) -> TierConfig:
@@ -77,6 +81,7 @@ class RelayConfig(_Strict):
     large: TierConfig
     small: TierConfig
     controller: ControllerConfig = ControllerConfig()
+    tracing: TracingConfig = Field(TracingConfig(), description="OpenTelemetry exporter (set before Ray starts)")
 
     def resolve_paths(self, base_dir: Path) -> RelayConfig:
         """Make relative local model/tokenizer paths absolute against ``base_dir``."""

@@ -33,7 +33,7 @@ class TierScalingParams(BaseModel):
     hysteresis: float = Field(0.25, ge=0, lt=1, description="scale down only below (1 - hysteresis) of a replica")
     upscale_delay_s: float = Field(5.0, ge=0)
     downscale_delay_s: float = Field(30.0, ge=0)
-    look_back_period_s: float = Field(10.0, gt=0)
+    look_back_period_s: float = Field(15.0, gt=0)
 
     @model_validator(mode="after")
     def _bounds(self) -> TierScalingParams:

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 
 from relay_ray.controller.events import RelayEvent, RelayResult, SegmentFinished, TextDelta
+from relay_ray.controller.observer import RelayObserver
 from relay_ray.controller.tier_client import TierClient
 from relay_ray.controller.validate import ControllerLimits, check_prompt_fits, validate_request
 from relay_ray.errors import TierUnavailableError
@@ -55,9 +56,11 @@ class RelayController:
         tiers: Mapping[Tier, TierClient],
         limits: ControllerLimits | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        observer: RelayObserver | None = None,
     ) -> None:
         self.tiers = dict(tiers)
         self.limits = limits or ControllerLimits()
+        self.observer = observer or RelayObserver()
         self._clock = clock
         self._infos: dict[Tier, TierInfo] | None = None
 
@@ -91,28 +94,33 @@ class RelayController:
         )
         interval = self.limits.stream_interval_tokens if stream_text else 0
         max_segments = self.limits.max_segments or 2 * request.max_new_tokens + 16
-        while not state.done:
-            if state.num_segments >= max_segments:
-                state = state.finish(FinishReason.MAX_SEGMENTS)
-                break
-            plan = policy.plan(state)
-            job = make_job(state, plan, request, interval)
-            called = self._clock()
-            result, streamed = None, ""
-            async for item in self._run(plan.tier, job):
-                if isinstance(item, SegmentResult):
-                    result = item
-                elif stream_text and item.text:
-                    streamed += item.text
-                    yield TextDelta(job.segment_index, plan.tier, item.text)
-            elapsed_ms = (self._clock() - called) * 1000.0
-            state = policy.advance(state, plan, result, self._record(job, plan.tier, result, elapsed_ms))
-            committed = state.segments[-1].text
-            if stream_text and len(committed) > len(streamed) and committed.startswith(streamed):
-                yield TextDelta(job.segment_index, plan.tier, committed[len(streamed):])
-            yield SegmentFinished(state.segments[-1])
-        state = self._close_think(policy, state, infos)
-        yield self._result(state, started)
+        with self.observer.request(state.request_id, request.policy) as observed_request:
+            while not state.done:
+                if state.num_segments >= max_segments:
+                    state = state.finish(FinishReason.MAX_SEGMENTS)
+                    break
+                plan = policy.plan(state)
+                job = make_job(state, plan, request, interval)
+                with self.observer.segment(job, plan.tier, request.policy) as observed_segment:
+                    called = self._clock()
+                    result, streamed = None, ""
+                    async for item in self._run(plan.tier, job):
+                        if isinstance(item, SegmentResult):
+                            result = item
+                        elif stream_text and item.text:
+                            streamed += item.text
+                            yield TextDelta(job.segment_index, plan.tier, item.text)
+                    elapsed_ms = (self._clock() - called) * 1000.0
+                    state = policy.advance(state, plan, result, self._record(job, plan.tier, result, elapsed_ms))
+                    observed_segment.finished(state.segments[-1])
+                committed = state.segments[-1].text
+                if stream_text and len(committed) > len(streamed) and committed.startswith(streamed):
+                    yield TextDelta(job.segment_index, plan.tier, committed[len(streamed):])
+                yield SegmentFinished(state.segments[-1])
+            state = self._close_think(policy, state, infos)
+            result = self._result(state, started)
+            observed_request.finished(result)
+        yield result
 
     async def _run(self, tier: Tier, job: SegmentJob) -> AsyncIterator[SegmentDelta | SegmentResult]:
         got_result = False

@@ -11,6 +11,7 @@ from pathlib import Path
 from ray import serve
 from ray.serve import Application
 
+from relay_ray.autoscale.serve_policy import autoscaling_config
 from relay_ray.config import RelayConfig, TierConfig
 from relay_ray.serve.deployments import RelayIngress, TierServer
 from relay_ray.types import Tier
@@ -34,15 +35,21 @@ def tier_deployment_options(tier: Tier, cfg: TierConfig) -> dict:
         "name": TIER_DEPLOYMENT_NAMES[tier],
         "num_replicas": cfg.num_replicas,
         "max_ongoing_requests": cfg.max_ongoing_requests,
-        "ray_actor_options": {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
+        # VLLM_CONFIGURE_LOGGING=0: vLLM must not replace the logging config Serve set up.
+        "ray_actor_options": {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus,
+                              "runtime_env": {"env_vars": {"VLLM_CONFIGURE_LOGGING": "0"}}},
         "request_router_config": AFFINITY_ROUTER,
         "health_check_timeout_s": 120,
         "graceful_shutdown_timeout_s": 30,
     }
+    if cfg.autoscaling is not None:  # Serve rejects num_replicas together with autoscaling
+        del options["num_replicas"]
+        options["autoscaling_config"] = autoscaling_config(cfg.autoscaling)
     if cfg.on_gpu and cfg.tensor_parallel_size > 1:
         # vLLM's Ray executor puts one worker per GPU bundle of the replica's placement
         # group; the replica itself only holds the CPU of the first bundle.
-        options["ray_actor_options"] = {"num_cpus": max(cfg.num_cpus, 1.0), "num_gpus": 0}
+        options["ray_actor_options"] = {**options["ray_actor_options"], "num_cpus": max(cfg.num_cpus, 1.0),
+                                        "num_gpus": 0}
         options["placement_group_bundles"] = (
             [{"CPU": max(cfg.num_cpus, 1.0), "GPU": 1}] + [{"GPU": 1}] * (cfg.tensor_parallel_size - 1)
         )

@@ -5,14 +5,20 @@ Options (replicas, resources, routing) are set by :mod:`relay_ray.serve.builder`
 
 from __future__ import annotations
 
+import os
+
 from ray import serve
 
+from relay_ray.autoscale.policy import INFLIGHT_METRIC, TOKENS_METRIC
+from relay_ray.autoscale.rates import SlidingRate
 from relay_ray.config import ControllerConfig, TierConfig
 from relay_ray.controller import ControllerLimits, RelayController, RelayResult
 from relay_ray.engines.grpc_client import GrpcTierClient
 from relay_ray.engines.handle_client import HandleTierClient
 from relay_ray.engines.vllm_tier import VllmTierEngine
 from relay_ray.rpc import relay_service
+from relay_ray.telemetry.metrics import RayMetrics
+from relay_ray.telemetry.observer import TelemetryObserver
 from relay_ray.types import PreparedPrompt, PromptInput, RelayRequest, SegmentJob, SegmentResult, Tier, TierInfo
 
 
@@ -20,9 +26,21 @@ class TierServer:
     """One replica of a tier: owns one vLLM engine and runs segment jobs on it."""
 
     async def __init__(self, tier: str, config: dict) -> None:
+        # vLLM's logging.config.dictConfig would close Serve's log handlers in this process
+        # (Serve's replica health calls then fail on a closed MemoryHandler).
+        os.environ["VLLM_CONFIGURE_LOGGING"] = "0"
         replica_id = serve.get_replica_context().replica_id.unique_id
         self.engine = VllmTierEngine(Tier(tier), TierConfig.model_validate(config), replica_id)
         await self.engine.start()
+        self._inflight = 0
+        self._decoded = SlidingRate(window_s=10.0)
+
+    def _finished(self, result: SegmentResult) -> None:
+        self._decoded.add(len(result.token_ids) + result.num_dropped_tokens)
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Custom autoscaling metrics (see relay_ray.autoscale.serve_policy)."""
+        return {INFLIGHT_METRIC: float(self._inflight), TOKENS_METRIC: self._decoded.per_second()}
 
     def describe(self) -> TierInfo:
         return self.engine.describe()
@@ -31,14 +49,26 @@ class TierServer:
         return self.engine.prepare(prompt)
 
     async def run_segment(self, job: SegmentJob) -> SegmentResult:
-        async for item in self.engine.stream_segment(job):
+        async for item in self.stream_segment(job):
             if isinstance(item, SegmentResult):
                 return item
         raise RuntimeError("segment ended without a result")
 
     async def stream_segment(self, job: SegmentJob):
-        async for item in self.engine.stream_segment(job):
-            yield item
+        from opentelemetry import trace
+
+        self._inflight += 1
+        span_name = f"tier.segment {self.engine.tier.value}"
+        try:
+            with trace.get_tracer("relay_ray").start_as_current_span(span_name) as span:
+                async for item in self.engine.stream_segment(job):
+                    if isinstance(item, SegmentResult):
+                        self._finished(item)
+                        span.set_attributes({"relay.replica": item.replica_id, "relay.new_tokens": len(item.token_ids),
+                                             "relay.cached_prefix_tokens": item.num_cached_tokens})
+                    yield item
+        finally:
+            self._inflight -= 1
 
     async def check_health(self) -> None:
         """Serve restarts the replica when this raises (engine process died, ...)."""
@@ -64,8 +94,14 @@ class RelayIngress:
             tiers = {Tier.LARGE: HandleTierClient(large), Tier.SMALL: HandleTierClient(small)}
         limits = ControllerLimits(max_new_tokens=cfg.max_new_tokens_limit,
                                   stream_interval_tokens=cfg.stream_interval_tokens)
-        self.controller = RelayController(tiers, limits)
+        self.telemetry = TelemetryObserver(RayMetrics())
+        self.controller = RelayController(tiers, limits, observer=self.telemetry)
         self.default_policy = cfg.default_policy
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Switch-rate telemetry: tokens demanded per tier and switches, per second."""
+        self.telemetry.publish_rates()
+        return self.telemetry.rates()
 
     async def Generate(self, request, grpc_context=None):
         return await relay_service.generate(self.controller, request, self.default_policy, grpc_context)

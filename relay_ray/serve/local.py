@@ -12,6 +12,36 @@ from relay_ray.config import RelayConfig
 from relay_ray.errors import RelayInputError
 
 DEFAULT_CONFIG = Path("cluster/serve-local.yaml")
+# Every process started below a local session inherits this marker, so that engine
+# processes orphaned by a killed replica (vLLM's EngineCore survives a SIGKILLed parent)
+# can be found and stopped when the session ends.
+SESSION_ENV = "RELAY_RAY_LOCAL_SESSION"
+
+
+def mark_session() -> str:
+    """Tag this process (and everything it starts from now on) as a new local session."""
+    import uuid
+
+    os.environ[SESSION_ENV] = uuid.uuid4().hex
+    return os.environ[SESSION_ENV]
+
+
+def reap_session() -> int:
+    """Kill leftover processes of this session (other than this one); returns how many."""
+    import psutil
+
+    session = os.environ.get(SESSION_ENV)
+    if not session:
+        return 0
+    killed = 0
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != os.getpid() and proc.environ().get(SESSION_ENV) == session:
+                proc.kill()
+                killed += 1
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return killed
 
 
 @dataclass(frozen=True)
@@ -53,7 +83,11 @@ def start_local(serve_file: ServeFile, num_cpus: int | None = None) -> None:
 
     from relay_ray.serve.builder import build_app
 
+    from relay_ray.telemetry.tracing import tracing_env
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.update(tracing_env(serve_file.relay.tracing))  # Ray processes inherit them
+    mark_session()
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), num_cpus=num_cpus, include_dashboard=False,
                  log_to_driver=os.environ.get("RELAY_RAY_LOG_TO_DRIVER", "0") == "1")
@@ -72,3 +106,4 @@ def stop_local() -> None:
 
     serve.shutdown()
     ray.shutdown()
+    reap_session()

@@ -34,6 +34,8 @@ def tier(model: str, bind: str, **extra) -> dict:
 @dataclass(frozen=True)
 class RelayServer:
     address: str
+    trace_file: Path
+    metrics_url: str
 
     def client(self, app: str):
         from relay_ray.client import RelayClient
@@ -42,19 +44,25 @@ class RelayServer:
 
 
 @pytest.fixture(scope="session")
-def relay_server():
+def relay_server(tmp_path_factory):
     if not (MODELS / "demo-large" / "config.json").exists():
         pytest.fail("models are missing: run `make models` (make test does)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from relay_ray.telemetry.tracing import TracingConfig, tracing_env
+
+    trace_file = tmp_path_factory.mktemp("traces") / "spans.jsonl"
+    os.environ.update(tracing_env(TracingConfig(exporter="file", file_path=str(trace_file))))
     import ray
     from ray import serve
     from ray.serve.api import RunTarget
 
     from relay_ray.config import RelayConfig
     from relay_ray.serve.builder import SERVICER_FUNCTIONS, build_app
+    from relay_ray.serve.local import mark_session, reap_session
 
-    grpc_port = free_port()
-    ray.init(include_dashboard=False, log_to_driver=False)
+    mark_session()
+    grpc_port, metrics_port = free_port(), free_port()
+    ray.init(include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port)
     serve.start(
         http_options={"host": "127.0.0.1", "port": free_port()},
         grpc_options={"port": grpc_port, "grpc_servicer_functions": list(SERVICER_FUNCTIONS),
@@ -68,9 +76,10 @@ def relay_server():
     serve.run_many([RunTarget(build_app(pair), name="pair", route_prefix="/pair"),
                     RunTarget(build_app(same), name="same", route_prefix="/same")])
     print(f"\nrelay applications ready in {time.perf_counter() - started:.0f} s")
-    yield RelayServer(f"127.0.0.1:{grpc_port}")
+    yield RelayServer(f"127.0.0.1:{grpc_port}", trace_file, f"http://127.0.0.1:{metrics_port}/metrics")
     serve.shutdown()
     ray.shutdown()
+    reap_session()
 
 
 @pytest.fixture(scope="session")

@@ -35,6 +35,20 @@ def _start_tier(model: str, tier: str, bind: str) -> tuple[subprocess.Popen, str
     raise RuntimeError(f"{tier} tier server exited with {proc.wait()}")
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop a tier server and its engine process (SIGTERM lets vLLM shut its engine down)."""
+    import psutil
+
+    children = psutil.Process(proc.pid).children(recursive=True)
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    finally:
+        for child in children:
+            if child.is_running():
+                child.kill()
+
+
 @pytest.fixture(scope="module")
 def tier_servers():
     procs = []
@@ -46,8 +60,7 @@ def tier_servers():
         yield large_addr, small_addr
     finally:
         for proc in procs:
-            proc.terminate()
-            proc.wait(timeout=30)
+            _stop(proc)
 
 
 def _relay(tiers: dict, policy: str, params: dict) -> RelayResult:
@@ -81,8 +94,7 @@ def test_text_handoff_between_different_tokenizers(tier_servers):
         tiers = {Tier.LARGE: GrpcTierClient([large_addr]), Tier.SMALL: GrpcTierClient([alt_addr])}
         result = _relay(tiers, "fixed-ratio", {"large_tokens": 6, "small_tokens": 4})
     finally:
-        alt.terminate()
-        alt.wait(timeout=30)
+        _stop(alt)
     assert result.stats.handoff_mode.value == "text" and result.token_ids == ()
     shape = [(s.tier, s.num_tokens) for s in result.segments[:4]]
     assert shape == [(Tier.LARGE, 6), (Tier.SMALL, 4), (Tier.LARGE, 6), (Tier.SMALL, 4)]

@@ -1,0 +1,1 @@
+"""Tracing (OpenTelemetry), metrics (Ray -> Prometheus) and switch-rate telemetry."""

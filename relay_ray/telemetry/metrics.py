@@ -1,0 +1,66 @@
+"""Every metric relay_ray exports, in one place. Ray prefixes names with ``ray_`` on the
+Prometheus endpoint (``ray_relay_switches_total`` ...)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LATENCY_BOUNDARIES_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    kind: str  # counter | histogram | gauge
+    description: str
+    tag_keys: tuple[str, ...]
+
+
+REQUESTS = MetricSpec("relay_requests_total", "counter", "relay requests finished", ("policy", "finish_reason"))
+SEGMENTS = MetricSpec("relay_segments_total", "counter", "segment jobs run", ("policy", "tier"))
+SWITCHES = MetricSpec("relay_switches_total", "counter", "tier switches", ("policy", "from_tier", "to_tier"))
+TOKENS = MetricSpec("relay_tokens_total", "counter", "committed output tokens", ("policy", "tier"))
+SEGMENT_LATENCY = MetricSpec("relay_segment_latency_ms", "histogram", "segment time inside the tier",
+                             ("tier",))
+HANDOFF_OVERHEAD = MetricSpec("relay_handoff_overhead_ms", "histogram",
+                              "controller + transport time of a segment outside the tier", ("tier",))
+PREFIX_PROMPT_TOKENS = MetricSpec("relay_prefix_prompt_tokens_total", "counter",
+                                  "prefix tokens sent to tiers", ("tier",))
+PREFIX_CACHED_TOKENS = MetricSpec("relay_prefix_cached_tokens_total", "counter",
+                                  "prefix tokens served from the tier's prefix cache", ("tier",))
+PREFIX_HIT_RATIO = MetricSpec("relay_prefix_cache_hit_ratio", "gauge",
+                              "cached / prompt prefix tokens seen by this controller replica", ("tier",))
+INFLIGHT_SEGMENTS = MetricSpec("relay_inflight_segments", "gauge", "segment jobs in flight", ("tier",))
+DEMAND_TOKENS_PER_S = MetricSpec("relay_demand_tokens_per_s", "gauge",
+                                 "tokens written per second per tier (sliding window)", ("tier",))
+SWITCHES_PER_S = MetricSpec("relay_switches_per_s", "gauge", "tier switches per second (sliding window)", ())
+
+ALL = (REQUESTS, SEGMENTS, SWITCHES, TOKENS, SEGMENT_LATENCY, HANDOFF_OVERHEAD, PREFIX_PROMPT_TOKENS,
+       PREFIX_CACHED_TOKENS, PREFIX_HIT_RATIO, INFLIGHT_SEGMENTS, DEMAND_TOKENS_PER_S, SWITCHES_PER_S)
+
+
+class RayMetrics:
+    """Creates the Ray metric objects (in the process that records them)."""
+
+    def __init__(self) -> None:
+        from ray.util import metrics as m
+
+        self._by_name = {}
+        for spec in ALL:
+            if spec.kind == "counter":
+                metric = m.Counter(spec.name, spec.description, spec.tag_keys)
+            elif spec.kind == "histogram":
+                metric = m.Histogram(spec.name, spec.description, LATENCY_BOUNDARIES_MS, spec.tag_keys)
+            else:
+                metric = m.Gauge(spec.name, spec.description, spec.tag_keys)
+            self._by_name[spec.name] = metric
+
+    def inc(self, spec: MetricSpec, value: float = 1.0, **tags: str) -> None:
+        if value:
+            self._by_name[spec.name].inc(value, tags=tags or None)
+
+    def observe(self, spec: MetricSpec, value: float, **tags: str) -> None:
+        self._by_name[spec.name].observe(value, tags=tags or None)
+
+    def set(self, spec: MetricSpec, value: float, **tags: str) -> None:
+        self._by_name[spec.name].set(value, tags=tags or None)

@@ -1,0 +1,124 @@
+"""Tracing and metrics of a relayed request on the real Serve application."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.request
+
+import pytest
+
+from relay_ray.client import build_request
+from relay_ray.telemetry import metrics as M
+from relay_ray.v1 import common_pb2
+
+pytestmark = pytest.mark.integration
+TIER_NAMES = {common_pb2.TIER_LARGE: "large", common_pb2.TIER_SMALL: "small"}
+
+
+def _spans(path, trace_id: str, want: int, timeout_s: float = 30.0) -> list[dict]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        spans = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        spans = [s for s in spans if s["trace_id"] == trace_id]
+        if len([s for s in spans if s["name"].startswith("tier.segment")]) >= want or time.monotonic() > deadline:
+            return spans
+        time.sleep(0.5)
+
+
+def test_one_trace_from_the_client_through_controller_to_tiers(relay_server, pair_client):
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    traceparent = f"00-{trace_id}-00f067aa0ba902b7-01"
+    response = pair_client.generate(
+        build_request("So we add 12 and 30.", "fixed-ratio", {"large_tokens": 5, "small_tokens": 3},
+                      max_new_tokens=24),
+        metadata=(("traceparent", traceparent),),
+    )
+    spans = _spans(relay_server.trace_file, trace_id, want=len(response.segments))
+    by_id = {s["span_id"]: s for s in spans}
+    (request_span,) = [s for s in spans if s["name"] == "relay.request"]
+    assert request_span["attributes"]["relay.policy"] == "fixed-ratio"
+    assert request_span["attributes"]["relay.switches"] == response.stats.num_switches
+    segment_spans = sorted((s for s in spans if s["name"].startswith("relay.segment")),
+                           key=lambda s: s["attributes"]["relay.segment_index"])
+    assert len(segment_spans) == len(response.segments)
+    for span, seg in zip(segment_spans, response.segments):
+        attrs = span["attributes"]
+        assert span["parent_id"] == request_span["span_id"]
+        assert attrs["relay.tier"] == TIER_NAMES[seg.tier] and attrs["relay.replica"] == seg.replica_id
+        assert attrs["relay.new_tokens"] == seg.num_tokens and attrs["relay.stop_reason"] == "length"
+        for key in ("relay.cached_prefix_tokens", "relay.queue_ms", "relay.prefill_ms", "relay.decode_ms",
+                    "relay.handoff_ms"):
+            assert key in attrs
+    # Tier replica spans hang below the segment spans (through Serve's handle spans).
+    tier_spans = [s for s in spans if s["name"].startswith("tier.segment")]
+    assert len(tier_spans) == len(response.segments)
+    segment_ids = {s["span_id"] for s in segment_spans}
+    for span in tier_spans:
+        ancestor = span
+        while ancestor and ancestor["span_id"] not in segment_ids:
+            ancestor = by_id.get(ancestor["parent_id"])
+        assert ancestor is not None, f"{span['name']} is not below a segment span"
+    assert len({s["pid"] for s in spans}) >= 3  # proxy/controller/tier processes in one trace
+
+
+def _scrape(url: str) -> dict[tuple[str, str], float]:
+    body = urllib.request.urlopen(url, timeout=10).read().decode()
+    out: dict[tuple[str, str], float] = {}
+    for line in body.splitlines():
+        match = re.match(r"^(ray_relay_\w+)\{(.*)\} ([0-9.e+-]+)$", line)
+        if match:
+            labels = ",".join(sorted(p for p in match.group(2).split(",")
+                                     if p.split("=")[0] in ("policy", "tier", "from_tier", "to_tier", "le")))
+            key = (match.group(1), labels)
+            out[key] = out.get(key, 0.0) + float(match.group(3))
+    return out
+
+
+def _total(sample: dict, name: str, **labels: str) -> float:
+    want = {f'{k}="{v}"' for k, v in labels.items()}
+    return sum(v for (n, lab), v in sample.items() if n == name and want <= set(lab.split(",")))
+
+
+def _settled(url: str, timeout_s: float = 90.0) -> dict:
+    """A scrape after earlier tests' metrics have all arrived (Ray exports every few seconds)."""
+    deadline = time.monotonic() + timeout_s
+    previous = _scrape(url)
+    while time.monotonic() < deadline:
+        time.sleep(6)
+        current = _scrape(url)
+        if current == previous:
+            return current
+        previous = current
+    return previous
+
+
+def test_metrics_count_what_the_responses_report(relay_server, pair_client):
+    before = _settled(relay_server.metrics_url)
+    switches = tokens_large = segments = 0
+    for i in range(4):
+        r = pair_client.generate(build_request(f"So we add {i} and 9.", "rstitch", {"tau": 0.34}, max_new_tokens=20))
+        switches += r.stats.num_switches
+        tokens_large += r.stats.large_tokens
+        segments += r.stats.num_segments
+    deadline = time.monotonic() + 60
+    while True:
+        after = _scrape(relay_server.metrics_url)
+        counted = _total(after, "ray_relay_switches_total", policy="rstitch") - _total(
+            before, "ray_relay_switches_total", policy="rstitch")
+        if counted == switches or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert counted == switches
+    delta = lambda name, **l: _total(after, name, **l) - _total(before, name, **l)  # noqa: E731
+    assert delta("ray_relay_tokens_total", policy="rstitch", tier="large") == tokens_large
+    assert delta("ray_relay_segments_total", policy="rstitch") == segments
+    assert delta("ray_relay_requests_total", policy="rstitch") == 4
+    names = {name for name, _ in after}
+    for spec in M.ALL:
+        exported = f"ray_{spec.name}" + ("_count" if spec.kind == "histogram" else "")
+        assert exported in names, f"{spec.name} is not exported"
+    ratio = _total(after, "ray_relay_prefix_cache_hit_ratio", tier="large") / max(
+        1, sum(1 for n, lab in after if n == "ray_relay_prefix_cache_hit_ratio" and 'tier="large"' in lab))
+    assert 0.0 <= ratio <= 1.0

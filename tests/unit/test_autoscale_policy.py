@@ -1,0 +1,99 @@
+"""Per-tier autoscaling decisions on synthetic contexts."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import pytest
+from pydantic import ValidationError
+
+from relay_ray.autoscale.policy import TierLoad, TierScalingParams, desired_replicas
+from relay_ray.autoscale.rates import SlidingRate
+from relay_ray.autoscale.serve_policy import TierAutoscalingPolicy, autoscaling_config
+
+PARAMS = dict(min_replicas=1, max_replicas=8, target_inflight_segments=4, capacity_tokens_per_s=100,
+              target_utilization=0.8, hysteresis=0.25)
+
+
+@dataclass
+class FakeContext:
+    """The parts of Serve's AutoscalingContext the policy reads."""
+
+    current_num_replicas: int
+    aggregated_metrics: dict
+    policy_state: dict = field(default_factory=dict)
+
+
+def ctx(current: int, inflight: list[float], tokens: list[float]) -> FakeContext:
+    return FakeContext(current, {"inflight_segments": dict(enumerate(inflight)),
+                                 "decode_tokens_per_s": dict(enumerate(tokens))})
+
+
+def run_two_tiers(large: TierAutoscalingPolicy, small: TierAutoscalingPolicy, replicas: dict, loads: dict) -> dict:
+    out = {}
+    for name, policy in (("large", large), ("small", small)):
+        inflight, tokens = loads[name]
+        n = replicas[name]
+        out[name], _ = policy(ctx(n, [inflight / n] * n, [tokens / n] * n))
+    return out
+
+
+def test_demand_up_scales_that_tier_and_leaves_the_other():
+    large, small = TierAutoscalingPolicy(**PARAMS), TierAutoscalingPolicy(**PARAMS)
+    replicas = {"large": 1, "small": 1}
+    # answer phases move work to the small tier: 20 in-flight segments, 300 tokens/s there
+    out = run_two_tiers(large, small, replicas, {"large": (2, 40), "small": (20, 300)})
+    assert out == {"large": 1, "small": 5}
+
+
+def test_token_rate_alone_can_drive_scale_up():
+    policy = TierAutoscalingPolicy(**PARAMS)
+    target, state = policy(ctx(1, [1.0], [250.0]))  # 250 / (100 * 0.8) = 3.1 replicas
+    assert target == 4 and state["last_target"] == 4
+
+
+def test_demand_down_scales_down_with_margin_and_respects_min():
+    p = TierScalingParams(**PARAMS)
+    assert desired_replicas(TierLoad(inflight_segments=4), current=4, params=p) == 2   # 1 replica of load
+    assert desired_replicas(TierLoad(inflight_segments=0), current=4, params=p) == 1   # min_replicas
+    assert desired_replicas(TierLoad(inflight_segments=400), current=2, params=p) == 8  # max_replicas
+
+
+def test_no_flapping_under_noisy_demand():
+    p = TierScalingParams(**PARAMS)
+    rng = random.Random(0)
+    current = desired_replicas(TierLoad(inflight_segments=12), current=1, params=p)
+    assert current == 3
+    for _ in range(500):  # +-15% noise around a load of 3 replicas
+        load = TierLoad(inflight_segments=12 * rng.uniform(0.85, 1.0))
+        current_next = desired_replicas(load, current=current, params=p)
+        assert current_next == current
+
+
+def test_invalid_params_are_rejected_naming_the_field():
+    with pytest.raises(ValidationError, match="min_replicas"):
+        TierScalingParams(min_replicas=5, max_replicas=2)
+    with pytest.raises(ValidationError, match="target_inflight_segments"):
+        TierScalingParams(target_inflight_segments=0)
+    with pytest.raises(ValidationError, match="hysteresis"):
+        TierAutoscalingPolicy(hysteresis=1.5)
+
+
+def test_serve_config_uses_policy_function_not_name():
+    cfg = autoscaling_config(TierScalingParams(**PARAMS))
+    assert cfg["policy"]["policy_function"].endswith(":TierAutoscalingPolicy") and "name" not in cfg["policy"]
+    from ray.serve.config import AutoscalingConfig
+
+    AutoscalingConfig.model_validate(cfg)  # Ray accepts it
+
+
+def test_sliding_rate_forgets_old_events():
+    now = [0.0]
+    rate = SlidingRate(window_s=10, clock=lambda: now[0])
+    for t in range(10):
+        now[0] = float(t)
+        rate.add(50)
+    assert rate.per_second() == pytest.approx(50)
+    now[0] = 25.0
+    assert rate.per_second() == 0
