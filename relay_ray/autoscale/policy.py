@@ -1,10 +1,10 @@
-"""How many replicas a tier needs, from the demand it sees. Pure: no clock, no I/O.
+"""How many replicas a tier needs, from the demand it sees. Pure: the time is passed in.
 
 Load is measured in replicas: in-flight segment jobs over the target per replica, or
-decoded tokens per second over a replica's usable capacity, whichever is larger. The tier
-scales up as soon as load exceeds its replicas and down only when load falls below the
-smaller count by the hysteresis margin, so demand that wobbles around a level never flaps
-the replica count (Serve adds its own upscale/downscale delays on top).
+decoded tokens per second over a replica's usable capacity, whichever is larger. Two
+guards keep noisy demand from flapping the count: a band (go down to k replicas only when
+the load fits k with the hysteresis margin) and delays (a change is applied only after it
+has been wanted continuously for ``upscale_delay_s`` / ``downscale_delay_s``).
 """
 
 from __future__ import annotations
@@ -73,3 +73,16 @@ def desired_replicas(load: TierLoad, current: int, params: TierScalingParams) ->
         while target > 0 and need <= (target - 1) * (1 - params.hysteresis):
             target -= 1
     return max(params.min_replicas, min(params.max_replicas, target))
+
+
+def decide(load: TierLoad, current: int, params: TierScalingParams, state: dict, now_s: float) -> tuple[int, dict]:
+    """Apply the delays: returns (replicas to run, new policy state)."""
+    desired = desired_replicas(load, current, params)
+    if desired == current:
+        return current, {}
+    direction = "up" if desired > current else "down"
+    since = state.get("since_s", now_s) if state.get("direction") == direction else now_s
+    delay = params.upscale_delay_s if direction == "up" else params.downscale_delay_s
+    if now_s - since >= delay:
+        return desired, {}
+    return current, {"direction": direction, "since_s": since, "wanted": desired}

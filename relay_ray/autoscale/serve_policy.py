@@ -8,7 +8,7 @@ Configured by the builder as ``autoscaling_config.policy = {"policy_function":
 
 from __future__ import annotations
 
-from relay_ray.autoscale.policy import INFLIGHT_METRIC, TOKENS_METRIC, TierLoad, TierScalingParams, desired_replicas
+from relay_ray.autoscale.policy import INFLIGHT_METRIC, TOKENS_METRIC, TierLoad, TierScalingParams, decide
 
 POLICY_IMPORT_PATH = "relay_ray.autoscale.serve_policy:TierAutoscalingPolicy"
 
@@ -25,10 +25,8 @@ class TierAutoscalingPolicy:
             (metrics.get(INFLIGHT_METRIC) or {}).values(),
             (metrics.get(TOKENS_METRIC) or {}).values(),
         )
-        target = desired_replicas(load, ctx.current_num_replicas, self.params)
-        state = dict(ctx.policy_state or {})
-        state.update(last_load_inflight=load.inflight_segments, last_load_tokens_per_s=load.decode_tokens_per_s,
-                     last_target=target)
+        target, state = decide(load, ctx.current_num_replicas, self.params, dict(ctx.policy_state or {}),
+                               float(ctx.current_time))
         return target, state
 
 
@@ -38,8 +36,9 @@ def autoscaling_config(params: TierScalingParams) -> dict:
         "min_replicas": params.min_replicas,
         "max_replicas": params.max_replicas,
         "initial_replicas": max(params.min_replicas, 1),
-        "upscale_delay_s": params.upscale_delay_s,
-        "downscale_delay_s": params.downscale_delay_s,
+        # The policy applies the delays itself (relay_ray.autoscale.policy.decide).
+        "upscale_delay_s": 0.0,
+        "downscale_delay_s": 0.0,
         "look_back_period_s": params.look_back_period_s,
         "policy": {"policy_function": POLICY_IMPORT_PATH, "policy_kwargs": params.model_dump(mode="json")},
     }

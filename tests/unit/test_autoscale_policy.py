@@ -13,7 +13,7 @@ from relay_ray.autoscale.rates import SlidingRate
 from relay_ray.autoscale.serve_policy import TierAutoscalingPolicy, autoscaling_config
 
 PARAMS = dict(min_replicas=1, max_replicas=8, target_inflight_segments=4, capacity_tokens_per_s=100,
-              target_utilization=0.8, hysteresis=0.25)
+              target_utilization=0.8, hysteresis=0.25, upscale_delay_s=0, downscale_delay_s=30)
 
 
 @dataclass
@@ -23,11 +23,12 @@ class FakeContext:
     current_num_replicas: int
     aggregated_metrics: dict
     policy_state: dict = field(default_factory=dict)
+    current_time: float = 0.0
 
 
-def ctx(current: int, inflight: list[float], tokens: list[float]) -> FakeContext:
+def ctx(current: int, inflight: list[float], tokens: list[float], now: float = 0.0, state=None) -> FakeContext:
     return FakeContext(current, {"inflight_segments": dict(enumerate(inflight)),
-                                 "decode_tokens_per_s": dict(enumerate(tokens))})
+                                 "decode_tokens_per_s": dict(enumerate(tokens))}, state or {}, now)
 
 
 def run_two_tiers(large: TierAutoscalingPolicy, small: TierAutoscalingPolicy, replicas: dict, loads: dict) -> dict:
@@ -44,13 +45,13 @@ def test_demand_up_scales_that_tier_and_leaves_the_other():
     replicas = {"large": 1, "small": 1}
     # answer phases move work to the small tier: 20 in-flight segments, 300 tokens/s there
     out = run_two_tiers(large, small, replicas, {"large": (2, 40), "small": (20, 300)})
-    assert out == {"large": 1, "small": 5}
+    assert out == {"large": 1, "small": 5}  # upscale_delay_s=0: at once
 
 
 def test_token_rate_alone_can_drive_scale_up():
     policy = TierAutoscalingPolicy(**PARAMS)
     target, state = policy(ctx(1, [1.0], [250.0]))  # 250 / (100 * 0.8) = 3.1 replicas
-    assert target == 4 and state["last_target"] == 4
+    assert target == 4 and state == {}
 
 
 def test_demand_down_scales_down_with_margin_and_respects_min():
@@ -58,6 +59,21 @@ def test_demand_down_scales_down_with_margin_and_respects_min():
     assert desired_replicas(TierLoad(inflight_segments=4), current=4, params=p) == 2   # 1 replica of load
     assert desired_replicas(TierLoad(inflight_segments=0), current=4, params=p) == 1   # min_replicas
     assert desired_replicas(TierLoad(inflight_segments=400), current=2, params=p) == 8  # max_replicas
+
+
+def test_scale_down_waits_for_the_delay_and_resets_on_a_spike():
+    policy = TierAutoscalingPolicy(**PARAMS)
+    state: dict = {}
+    for now in (0, 10, 20, 29):  # demand gone, but not for 30 s yet
+        target, state = policy(ctx(4, [0, 0, 0, 0], [0] * 4, now=now, state=state))
+        assert target == 4
+    target, state = policy(ctx(4, [4, 4, 4, 4], [0] * 4, now=29.5, state=state))  # a spike
+    assert target == 4 and state == {}
+    for now in (30, 45, 59):
+        target, state = policy(ctx(4, [0] * 4, [0] * 4, now=now, state=state))
+        assert target == 4
+    target, _ = policy(ctx(4, [0] * 4, [0] * 4, now=60, state=state))
+    assert target == 1
 
 
 def test_no_flapping_under_noisy_demand():
