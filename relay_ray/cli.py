@@ -16,6 +16,9 @@ from relay_ray.policies import REGISTRY
 
 DEMO_PROMPT = "What is 12 plus 30? Think step by step."
 DEMO_POLICIES = ("relaygen", "rstitch", "fixed-ratio")
+# The demo models have random weights: their normalized entropies sit near 0.3-0.35, so the
+# demo's tau sits inside that range to show both tiers writing.
+DEMO_PARAMS = {"rstitch": {"tau": 0.34}}
 _TIER_STYLE = {1: ("L", "\033[1;35m"), 2: ("S", "\033[36m")}  # proto Tier values
 
 
@@ -149,7 +152,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         with RelayClient(f"127.0.0.1:{serve_file.grpc_port}") as client:
             for policy in args.policies:
-                request = build_request([ChatMessage("user", args.prompt)], policy, max_new_tokens=args.max_new_tokens)
+                request = build_request([ChatMessage("user", args.prompt)], policy, DEMO_PARAMS.get(policy),
+                                        max_new_tokens=args.max_new_tokens)
                 _print_response(client.generate(request), policy, color)
     finally:
         stop_local()

@@ -25,9 +25,10 @@ class TierAutoscalingPolicy:
             (metrics.get(INFLIGHT_METRIC) or {}).values(),
             (metrics.get(TOKENS_METRIC) or {}).values(),
         )
-        target, state = decide(load, ctx.current_num_replicas, self.params, dict(ctx.policy_state or {}),
-                               float(ctx.current_time))
-        return target, state
+        # Decide against the count already asked for, not the replicas running yet: a new
+        # replica takes a while to start, and a dip meanwhile must not cancel it.
+        asked = getattr(ctx, "target_num_replicas", None) or ctx.current_num_replicas
+        return decide(load, asked, self.params, dict(ctx.policy_state or {}), float(ctx.current_time))
 
 
 def autoscaling_config(params: TierScalingParams) -> dict:

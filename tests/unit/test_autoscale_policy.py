@@ -24,6 +24,7 @@ class FakeContext:
     aggregated_metrics: dict
     policy_state: dict = field(default_factory=dict)
     current_time: float = 0.0
+    target_num_replicas: int | None = None
 
 
 def ctx(current: int, inflight: list[float], tokens: list[float], now: float = 0.0, state=None) -> FakeContext:
@@ -74,6 +75,15 @@ def test_scale_down_waits_for_the_delay_and_resets_on_a_spike():
         assert target == 4
     target, _ = policy(ctx(4, [0] * 4, [0] * 4, now=60, state=state))
     assert target == 1
+
+
+def test_a_dip_while_new_replicas_start_does_not_cancel_them():
+    policy = TierAutoscalingPolicy(**PARAMS)
+    target, state = policy(ctx(1, [8.0], [0.0], now=0))
+    assert target == 2
+    starting = ctx(1, [3.0], [0.0], now=2, state=state)  # one RUNNING, two asked for, load dips
+    starting.target_num_replicas = 2
+    assert policy(starting)[0] == 2
 
 
 def test_no_flapping_under_noisy_demand():

@@ -51,6 +51,11 @@ def test_gpu_config_has_the_production_shape():
     ({"large": {"model": "m"}, "small": {"model": "m"}, "controller": {"default_policy": "nope"}}, "default_policy"),
     ({"large": {"model": "m", "tensor_parallel_size": 2, "num_gpus": 0.5}, "small": {"model": "m"}}, "num_gpus"),
     ({"large": {"model": "m"}, "small": {"model": "m", "colour": 1}}, "colour"),
+    ({"large": {"model": "m"}, "small": {"model": "m", "autoscaling": {"min_replicas": 3, "max_replicas": 2}}},
+     "min_replicas"),
+    ({"large": {"model": "m", "autoscaling": {"hysteresis": 1.0}}, "small": {"model": "m"}}, "hysteresis"),
+    ({"large": {"model": "m"}, "small": {"model": "m"}, "tracing": {"exporter": "otlp"}}, "otlp_endpoint"),
+    ({"large": {"model": "m"}, "small": {"model": "m"}, "tracing": {"exporter": "zipkin"}}, "tracing.exporter"),
 ])
 def test_bad_config_is_rejected_naming_the_field(bad, field):
     from pydantic import ValidationError
