@@ -123,6 +123,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from relay_ray.serve.local import load_serve_file, start_local, stop_local
 
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # `kill` and process managers stop it cleanly too
+    signal.signal(signal.SIGINT, stop)
     serve_file = load_serve_file(args.config)
     print(f"starting Ray Serve with {args.config} (tiers take ~1 min to load) ...", flush=True)
     start_local(serve_file)
