@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from google.protobuf.message import Message
 
 from relay_ray.controller.events import RelayResult, SegmentFinished, TextDelta
@@ -110,7 +112,7 @@ def request_from_pb(msg: rpb.GenerateRequest, default_policy: str) -> RelayReque
     sampling, max_new_tokens = sampling_from_pb(msg.sampling)
     return RelayRequest(
         prompt=prompt_from_pb(msg), policy=name, policy_params=params, sampling=sampling,
-        max_new_tokens=max_new_tokens, request_id=msg.request_id,
+        max_new_tokens=max_new_tokens, request_id=msg.request_id or uuid.uuid4().hex,
     )
 
 

@@ -47,6 +47,7 @@ async def generate_stream(controller: RelayController, msg: rpb.GenerateRequest,
     request_id = msg.request_id
     try:
         request = request_from_pb(msg, default_policy)
+        request_id = request.request_id  # generated when the client sent none
         async for event in controller.generate(request, stream_text=True):
             yield event_to_pb(request_id, event)
     except Exception as exc:

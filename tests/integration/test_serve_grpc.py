@@ -31,6 +31,7 @@ def test_stream_deltas_segments_and_final(pair_client):
     kinds = [e.WhichOneof("event") for e in events]
     assert kinds[-1] == "final" and "delta" in kinds and kinds.count("segment_end") == len(events[-1].final.segments)
     final = events[-1].final
+    assert final.request_id and all(e.request_id == final.request_id for e in events)
     assert "".join(e.segment_end.text for e in events if e.WhichOneof("event") == "segment_end") == final.text
     deltas = "".join(e.delta.text for e in events if e.WhichOneof("event") == "delta")
     assert deltas == final.text  # fixed-ratio drops nothing, so the deltas are final

@@ -47,6 +47,7 @@ def test_request_with_typed_params_round_trips():
 def test_unset_fields_take_defaults_and_empty_policy_takes_the_server_default():
     req = convert.request_from_pb(rpb.GenerateRequest(text="hi"), default_policy="rstitch")
     assert (req.policy, req.max_new_tokens, req.sampling) == ("rstitch", 256, Sampling())
+    assert len(req.request_id) == 32  # generated, so streamed events can carry it
 
 
 def test_params_of_another_policy_are_rejected():
