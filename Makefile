@@ -8,7 +8,7 @@ STAMP := $(VENV)/.relay-ray-setup
 VLLM_EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
 MODELS := $(foreach m,demo-large demo-small demo-small-alt,models/$(m)/build-spec.json)
 
-.PHONY: setup models demo serve test test-unit test-integration protos protos-check bench clean
+.PHONY: setup models bench-models demo serve test test-unit test-integration protos bench clean
 
 setup: $(STAMP) $(MODELS)
 
@@ -25,6 +25,12 @@ $(MODELS) &: $(STAMP) relay_ray/models/build.py relay_ray/models/corpus.py
 	$(PY) -m relay_ray.models.build --out models
 
 models: $(MODELS)
+
+BENCH_MODELS := $(foreach m,bench-large bench-small,models/$(m)/build-spec.json)
+$(BENCH_MODELS) &: $(STAMP) relay_ray/models/build.py
+	$(PY) -m relay_ray.models.build --set bench --out models
+
+bench-models: $(BENCH_MODELS)
 
 demo: setup
 	$(VENV)/bin/relay-ray demo --config cluster/serve-local.yaml
@@ -44,8 +50,9 @@ test-integration: setup
 protos: $(STAMP)
 	$(PY) protos/generate.py
 
-bench: setup
+bench: setup bench-models
 	$(VENV)/bin/relay-ray bench --config cluster/serve-local.yaml
+	$(VENV)/bin/relay-ray bench --config cluster/serve-bench.yaml
 
 clean:
 	rm -rf $(VENV) models .pytest_cache

@@ -49,6 +49,16 @@ DEMO_SPECS = (
 )
 
 
+# Speed-only pair (issue 4): the large decodes >= 15x slower per token than the small on
+# one CPU core. Built on demand (`make bench-models`), never committed.
+BENCH_SPECS = (
+    ModelSpec("bench-large", hidden_size=768, num_hidden_layers=16, num_attention_heads=12,
+              intermediate_size=2048, seed=11),
+    ModelSpec("bench-small", hidden_size=256, num_hidden_layers=2, num_attention_heads=4,
+              intermediate_size=512, seed=12),
+)
+
+
 def build_tokenizer(out_dir: Path, vocab_size: int) -> None:
     """Train a byte-level BPE tokenizer on the embedded corpus and save it in HF format."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -112,8 +122,10 @@ def build_model(out_dir: Path, spec: ModelSpec) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="models", help="folder to write model folders into")
+    parser.add_argument("--set", choices=["demo", "bench"], default="demo",
+                        help="demo: demo/test models (make models); bench: the speed pair (make bench-models)")
     args = parser.parse_args(argv)
-    for spec in DEMO_SPECS:
+    for spec in DEMO_SPECS if args.set == "demo" else BENCH_SPECS:
         path = Path(args.out) / spec.name
         build_model(path, spec)
         print(f"model ready: {path}")
