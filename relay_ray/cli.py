@@ -192,37 +192,10 @@ def cmd_tier_server(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from relay_ray.bench import handoff
-    from relay_ray.client import RelayClient
+def _bench(args: argparse.Namespace) -> int:
+    from relay_ray.bench.command import run
 
-    def progress(done: int, total: int) -> None:
-        print(f"\r[bench] relayed requests {done}/{total}", end="" if done < total else "\n", flush=True)
-
-    started_here = args.address is None
-    if started_here:
-        from relay_ray.serve.local import load_serve_file, start_local
-
-        serve_file = load_serve_file(args.config)
-        print(f"[bench] starting the relay from {args.config} ...", flush=True)
-        start_local(serve_file)
-        address = f"127.0.0.1:{serve_file.grpc_port}"
-    else:
-        address = args.address
-    try:
-        with RelayClient(address) as client:
-            result = handoff.run(client, args.requests, args.new_tokens, args.large_tokens, args.small_tokens, progress)
-    finally:
-        if started_here:
-            from relay_ray.serve.local import stop_local
-
-            stop_local()
-    print(handoff.table(result))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(handoff.as_dict(result), fh, indent=2)
-        print(f"[bench] wrote {args.json}")
-    return 0
+    return run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -269,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--large-tokens", type=int, default=24, help="fixed-ratio large segment length")
     p.add_argument("--small-tokens", type=int, default=8, help="fixed-ratio small segment length")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
-    p.set_defaults(func=cmd_bench)
+    p.set_defaults(func=_bench)
 
     p = sub.add_parser("tier-server", help="serve one tier engine over gRPC SegmentService")
     p.add_argument("--model", required=True, help="model folder")
