@@ -19,6 +19,31 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SpeculativeConfig(_Strict):
+    """vLLM speculative decoding inside one tier (a peer of relaying, not part of it)."""
+
+    method: Literal["draft", "ngram"] = Field(..., description="draft model or n-gram prompt lookup")
+    model: str | None = Field(None, description="draft model folder (method 'draft'); same tokenizer")
+    num_speculative_tokens: int = Field(4, ge=1, le=16, description="tokens proposed per step")
+    prompt_lookup_max: int = Field(4, ge=1, le=16, description="ngram: longest n-gram matched")
+    prompt_lookup_min: int = Field(2, ge=1, le=16, description="ngram: shortest n-gram matched")
+
+    @model_validator(mode="after")
+    def _check(self) -> SpeculativeConfig:
+        if self.method == "draft" and not self.model:
+            raise ValueError("speculative method 'draft' needs a draft model")
+        if self.prompt_lookup_min > self.prompt_lookup_max:
+            raise ValueError("prompt_lookup_min must be <= prompt_lookup_max")
+        return self
+
+    def engine_config(self) -> dict:
+        """The ``speculative_config`` dict vLLM's engine arguments take."""
+        if self.method == "ngram":
+            return {"method": "ngram", "num_speculative_tokens": self.num_speculative_tokens,
+                    "prompt_lookup_max": self.prompt_lookup_max, "prompt_lookup_min": self.prompt_lookup_min}
+        return {"model": self.model, "num_speculative_tokens": self.num_speculative_tokens}
+
+
 class TierConfig(_Strict):
     """One tier: a vLLM engine per replica, and how Serve places the replicas."""
 
@@ -31,6 +56,8 @@ class TierConfig(_Strict):
     tensor_parallel_size: int = Field(1, ge=1, le=64)
     kv_cache_space_gib: int | None = Field(None, ge=1, description="CPU: VLLM_CPU_KVCACHE_SPACE (whole GiB)")
     cpu_threads_bind: str | None = Field(None, description="CPU: VLLM_CPU_OMP_THREADS_BIND, e.g. '0'")
+    cpu_threads_bind_by_replica: tuple[str, ...] = Field(
+        (), description="CPU: one binding per replica rank (rank r uses entry r mod n); overrides cpu_threads_bind")
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="GPU memory fraction")
     max_num_seqs: int = Field(64, ge=1, le=4096, description="sequences batched per engine step")
     max_logprobs: int = Field(20, ge=1, le=1024, description="top-k logprobs for entropy signals")
@@ -41,6 +68,7 @@ class TierConfig(_Strict):
     max_ongoing_requests: int = Field(64, ge=1, description="segment jobs in flight per replica")
     autoscaling: TierScalingParams | None = Field(
         None, description="scale this tier on its own demand (replaces num_replicas)")
+    speculative: SpeculativeConfig | None = Field(None, description="vLLM speculative decoding in this tier")
 
     @model_validator(mode="after")
     def _check(self) -> TierConfig:
@@ -51,6 +79,13 @@ class TierConfig(_Strict):
     @property
     def on_gpu(self) -> bool:
         return self.num_gpus > 0
+
+    def for_replica(self, rank: int) -> TierConfig:
+        """This config as replica ``rank`` runs it (its own CPU binding, if any)."""
+        if not self.cpu_threads_bind_by_replica:
+            return self
+        binds = self.cpu_threads_bind_by_replica
+        return self.model_copy(update={"cpu_threads_bind": binds[rank % len(binds)]})
 
 
 class ControllerConfig(_Strict):
@@ -92,6 +127,9 @@ class RelayConfig(_Strict):
                 value = getattr(tier, key)
                 if value and not Path(value).is_absolute() and (base_dir / value).exists():
                     updates[key] = str((base_dir / value).resolve())
+            spec = tier.speculative
+            if spec and spec.model and not Path(spec.model).is_absolute() and (base_dir / spec.model).exists():
+                updates["speculative"] = spec.model_copy(update={"model": str((base_dir / spec.model).resolve())})
             return tier.model_copy(update=updates)
 
         return self.model_copy(update={"large": fix(self.large), "small": fix(self.small)})

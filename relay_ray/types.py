@@ -97,6 +97,7 @@ class Sampling:
     top_p: float = 1.0
     top_k: int = 0
     seed: int | None = None
+    ignore_eos: bool = False  # benchmarks: generate exactly max_new_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +120,8 @@ class SegmentJob:
     Exactly one of ``prefix_token_ids`` (token-id handoff) and ``prefix_text`` (text
     handoff) is set. ``request_id`` keys replica affinity; ``segment_index`` orders jobs.
     ``stream_interval_tokens > 0`` asks the tier for partial updates every that many tokens.
+    ``prefill_only`` jobs only fill the tier's prefix cache with ``prefix`` (prefill-ahead);
+    their result carries no tokens and does not count as generated work.
     """
 
     request_id: str
@@ -129,6 +132,7 @@ class SegmentJob:
     prefix_text: str | None = None
     signals: SignalRequest = SignalRequest()
     stream_interval_tokens: int = 0
+    prefill_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +196,7 @@ class TierInfo:
     eos_token_ids: tuple[int, ...]
     think_close_token_ids: tuple[int, ...] = ()  # tokens of "\n</think>"
     replica_id: str = ""
+    block_size: int = 0  # KV block size in tokens (prefix-cache granularity); 0 if unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +248,9 @@ class SegmentRecord:
     num_cached_tokens: int = 0
     timing: SegmentTiming = SegmentTiming()
     replica_id: str = ""
-    handoff_ms: float = 0.0  # controller-side time around the tier call not spent in the tier
+    handoff_ms: float = 0.0  # controller_ms + transport_ms: the switch's cost outside the tiers
+    controller_ms: float = 0.0  # controller time from the previous result to this job's dispatch
+    transport_ms: float = 0.0  # time around the tier call not spent in the tier
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,12 +6,15 @@ once), so any controller replica can serve any request.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 
 from relay_ray.controller.events import RelayEvent, RelayResult, SegmentFinished, TextDelta
 from relay_ray.controller.observer import RelayObserver
+from relay_ray.controller.prefill_ahead import PrefillAheadPlanner, prefill_job
 from relay_ray.controller.tier_client import TierClient
 from relay_ray.controller.validate import ControllerLimits, check_prompt_fits, validate_request
 from relay_ray.errors import TierUnavailableError
@@ -31,6 +34,7 @@ from relay_ray.types import (
 )
 
 THINK_CLOSE_TEXT = "\n</think>"
+log = logging.getLogger(__name__)
 
 
 def make_job(state: RelayState, plan: SegmentPlan, request: RelayRequest, stream_interval: int) -> SegmentJob:
@@ -63,6 +67,7 @@ class RelayController:
         self.observer = observer or RelayObserver()
         self._clock = clock
         self._infos: dict[Tier, TierInfo] | None = None
+        self._background: set[asyncio.Task] = set()  # prefill-ahead jobs in flight
 
     async def tier_infos(self) -> dict[Tier, TierInfo]:
         if self._infos is None:
@@ -92,8 +97,13 @@ class RelayController:
             tier=policy.initial_tier(),
             handoff=await self.handoff_mode(),
         )
+        planner = self._planner(infos, state)
         interval = self.limits.stream_interval_tokens if stream_text else 0
+        if planner is not None:
+            ahead = self.limits.prefill_ahead_interval_tokens
+            interval = min(interval, ahead) if interval else ahead
         max_segments = self.limits.max_segments or 2 * request.max_new_tokens + 16
+        last_done = self._clock()
         with self.observer.request(state.request_id, request.policy) as observed_request:
             while not state.done:
                 if state.num_segments >= max_segments:
@@ -102,25 +112,60 @@ class RelayController:
                 plan = policy.plan(state)
                 job = make_job(state, plan, request, interval)
                 with self.observer.segment(job, plan.tier, request.policy) as observed_segment:
+                    result, streamed, streamed_ids = None, "", job.prefix_token_ids
+                    self._prefill_ahead(planner, plan.tier.other, job, streamed_ids)
                     called = self._clock()
-                    result, streamed = None, ""
                     async for item in self._run(plan.tier, job):
                         if isinstance(item, SegmentResult):
                             result = item
-                        elif stream_text and item.text:
+                            continue
+                        if planner is not None and item.token_ids:
+                            streamed_ids += item.token_ids
+                            self._prefill_ahead(planner, plan.tier.other, job, streamed_ids)
+                        if stream_text and item.text:
                             streamed += item.text
                             yield TextDelta(job.segment_index, plan.tier, item.text)
-                    elapsed_ms = (self._clock() - called) * 1000.0
-                    state = policy.advance(state, plan, result, self._record(job, plan.tier, result, elapsed_ms))
+                    received = self._clock()
+                    if planner is not None:
+                        # KV exists for the prefix and every kept token but the last one.
+                        planner.ran(plan.tier, len(job.prefix_token_ids) + max(0, len(result.token_ids) - 1))
+                    record = self._record(job, plan.tier, result, (received - called) * 1000.0,
+                                          (called - last_done) * 1000.0)
+                    state = policy.advance(state, plan, result, record)
                     observed_segment.finished(state.segments[-1])
                 committed = state.segments[-1].text
                 if stream_text and len(committed) > len(streamed) and committed.startswith(streamed):
                     yield TextDelta(job.segment_index, plan.tier, committed[len(streamed):])
                 yield SegmentFinished(state.segments[-1])
+                last_done = self._clock()
             state = self._close_think(policy, state, infos)
             result = self._result(state, started)
             observed_request.finished(result)
         yield result
+
+    def _planner(self, infos: Mapping[Tier, TierInfo], state: RelayState) -> PrefillAheadPlanner | None:
+        if not self.limits.prefill_ahead or state.handoff is not HandoffMode.TOKEN_IDS:
+            return None
+        return PrefillAheadPlanner({tier: info.block_size for tier, info in infos.items()})
+
+    def _prefill_ahead(self, planner: PrefillAheadPlanner | None, tier: Tier, job: SegmentJob,
+                       prefix_token_ids: tuple[int, ...]) -> None:
+        """Send ``tier`` (idle for this request) the whole blocks of the prefix it lacks."""
+        if planner is None:
+            return
+        length = planner.warm_length(tier, len(prefix_token_ids))
+        if length:
+            warm = prefill_job(job.request_id, job.segment_index, prefix_token_ids[:length])
+            task = asyncio.create_task(self._drain(tier, warm))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _drain(self, tier: Tier, job: SegmentJob) -> None:
+        try:
+            async for _ in self.tiers[tier].stream_segment(job):
+                pass
+        except Exception as exc:  # a lost warm-up only costs speed
+            log.debug("prefill-ahead on %s failed: %s", tier.value, exc)
 
     async def _run(self, tier: Tier, job: SegmentJob) -> AsyncIterator[SegmentDelta | SegmentResult]:
         got_result = False
@@ -134,7 +179,9 @@ class RelayController:
             raise TierUnavailableError(f"{tier.value} tier ended segment {job.segment_index} without a result")
 
     @staticmethod
-    def _record(job: SegmentJob, tier: Tier, result: SegmentResult, elapsed_ms: float) -> SegmentRecord:
+    def _record(job: SegmentJob, tier: Tier, result: SegmentResult, elapsed_ms: float,
+                controller_ms: float) -> SegmentRecord:
+        transport_ms = max(0.0, elapsed_ms - result.timing.total_ms)
         return SegmentRecord(
             index=job.segment_index,
             tier=tier,
@@ -147,7 +194,9 @@ class RelayController:
             num_cached_tokens=result.num_cached_tokens,
             timing=result.timing,
             replica_id=result.replica_id,
-            handoff_ms=max(0.0, elapsed_ms - result.timing.total_ms),
+            handoff_ms=controller_ms + transport_ms,
+            controller_ms=controller_ms,
+            transport_ms=transport_ms,
         )
 
     @staticmethod

@@ -20,6 +20,8 @@ class ControllerLimits:
     max_prompt_chars: int = 1_000_000
     stream_interval_tokens: int = 8
     max_segments: int | None = None  # None: 2 * max_new_tokens + 16 per request
+    prefill_ahead: bool = True  # warm the idle tier's prefix cache (controller/prefill_ahead.py)
+    prefill_ahead_interval_tokens: int = 8  # how often a generating tier reports its tokens
 
 
 def validate_request(request: RelayRequest, limits: ControllerLimits) -> Policy:

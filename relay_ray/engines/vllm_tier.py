@@ -81,6 +81,7 @@ class VllmTierEngine:
             max_logprobs=cfg.max_logprobs,
             seed=cfg.seed,
             **({"gpu_memory_utilization": cfg.gpu_memory_utilization} if cfg.gpu_memory_utilization else {}),
+            **({"speculative_config": cfg.speculative.engine_config()} if cfg.speculative else {}),
             **({"distributed_executor_backend": "ray"} if cfg.on_gpu and cfg.tensor_parallel_size > 1 else {}),
         )
         self.engine = AsyncLLM.from_engine_args(args)
@@ -95,6 +96,7 @@ class VllmTierEngine:
             eos_token_ids=(eos,) if eos is not None else (),
             think_close_token_ids=tuple(self.tokenizer.encode("\n</think>", add_special_tokens=False)),
             replica_id=self.replica_id,
+            block_size=cfg.block_size,
         )
         await self._warm_up()
 
@@ -141,6 +143,7 @@ class VllmTierEngine:
             top_p=s.top_p,
             top_k=s.top_k if s.top_k > 0 else 0,
             seed=s.seed,
+            ignore_eos=s.ignore_eos,
             logprobs=logprobs,
             output_kind=RequestOutputKind.DELTA,
             detokenize=False,  # the tier decodes what it keeps (engines/detok.py)
@@ -157,9 +160,11 @@ class VllmTierEngine:
         else:
             prefix = list(job.prefix_token_ids)
         max_tokens = min(job.stop.max_new_tokens, self.config.max_model_len - len(prefix))
+        if job.prefill_only:
+            max_tokens = min(max_tokens, 1)
         decoder = IncrementalDecoder(self.tokenizer, prefix)
-        stopper = SegmentStopper(job.stop, decoder.context_text() if job.stop.word_start else "",
-                                 self._info.eos_token_ids if self._info else ())
+        eos = () if job.sampling.ignore_eos or not self._info else self._info.eos_token_ids
+        stopper = SegmentStopper(job.stop, decoder.context_text() if job.stop.word_start else "", eos)
         sig = job.signals
         want_entropy = sig.entropy or job.stop.entropy is not None
         logprob_list, entropy_list, margin_list = [], [], []
@@ -209,6 +214,9 @@ class VllmTierEngine:
                     emitted = stopper.num_tokens
         t_end = time.perf_counter()
         n_kept = decision.num_kept_tokens if decision else stopper.num_tokens
+        num_dropped = stopper.num_tokens - n_kept
+        if job.prefill_only:  # the sampled token is not part of any answer
+            n_kept = num_dropped = 0
         keep = slice(0, n_kept)
         yield SegmentResult(
             token_ids=tuple(stopper.token_ids[keep]),
@@ -216,7 +224,7 @@ class VllmTierEngine:
             finish_reason=decision.finish_reason if decision else finish_reason,
             text_offsets=tuple(stopper.text_offsets[keep]),
             matched_stop=decision.matched_stop if decision else "",
-            num_dropped_tokens=stopper.num_tokens - n_kept,
+            num_dropped_tokens=num_dropped,
             num_prompt_tokens=len(prefix),
             num_cached_tokens=num_cached,
             signals=TokenSignals(tuple(logprob_list[keep]), tuple(entropy_list[keep]), tuple(margin_list[keep])),

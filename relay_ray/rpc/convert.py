@@ -87,12 +87,13 @@ def sampling_from_pb(msg: cpb.SamplingParams) -> tuple[Sampling, int]:
         top_p=msg.top_p if msg.HasField("top_p") else 1.0,
         top_k=msg.top_k if msg.HasField("top_k") else 0,
         seed=msg.seed if msg.HasField("seed") else None,
+        ignore_eos=msg.ignore_eos,
     )
     return s, msg.max_new_tokens if msg.HasField("max_new_tokens") else DEFAULT_MAX_NEW_TOKENS
 
 
 def sampling_to_pb(s: Sampling, max_new_tokens: int | None = None) -> cpb.SamplingParams:
-    msg = cpb.SamplingParams(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
+    msg = cpb.SamplingParams(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, ignore_eos=s.ignore_eos)
     if s.seed is not None:
         msg.seed = s.seed
     if max_new_tokens is not None:
@@ -147,7 +148,8 @@ def segment_record_to_pb(r: SegmentRecord) -> rpb.SegmentInfo:
         finish_reason=int(r.finish_reason), matched_stop=r.matched_stop,
         num_dropped_tokens=r.num_dropped_tokens, num_prompt_tokens=r.num_prompt_tokens,
         num_cached_tokens=r.num_cached_tokens, timing=timing_to_pb(r.timing),
-        replica_id=r.replica_id, handoff_ms=r.handoff_ms,
+        replica_id=r.replica_id, handoff_ms=r.handoff_ms, controller_ms=r.controller_ms,
+        transport_ms=r.transport_ms,
     )
 
 
@@ -212,7 +214,7 @@ def job_to_pb(job: SegmentJob) -> spb.SegmentJob:
         request_id=job.request_id, segment_index=job.segment_index, stop=stop_rule_to_pb(job.stop),
         sampling=sampling_to_pb(job.sampling),
         signals=spb.Signals(logprob=job.signals.logprob, entropy=job.signals.entropy, margin=job.signals.margin),
-        stream_interval_tokens=job.stream_interval_tokens,
+        stream_interval_tokens=job.stream_interval_tokens, prefill_only=job.prefill_only,
     )
     if job.prefix_text is not None:
         msg.prefix_text = job.prefix_text
@@ -228,7 +230,7 @@ def job_from_pb(msg: spb.SegmentJob) -> SegmentJob:
         request_id=msg.request_id, segment_index=msg.segment_index, stop=stop_rule_from_pb(msg.stop),
         sampling=sampling, prefix_token_ids=tuple(msg.prefix_token_ids.ids), prefix_text=text,
         signals=SignalRequest(msg.signals.logprob, msg.signals.entropy, msg.signals.margin),
-        stream_interval_tokens=msg.stream_interval_tokens,
+        stream_interval_tokens=msg.stream_interval_tokens, prefill_only=msg.prefill_only,
     )
 
 
@@ -265,6 +267,7 @@ def tier_info_to_pb(info: TierInfo) -> spb.TierInfo:
         tier=tier_to_pb(info.tier), model=info.model, tokenizer_fingerprint=info.tokenizer_fingerprint,
         vocab_size=info.vocab_size, max_model_len=info.max_model_len, eos_token_ids=list(info.eos_token_ids),
         think_close_token_ids=list(info.think_close_token_ids), replica_id=info.replica_id,
+        block_size=info.block_size,
     )
 
 
@@ -273,6 +276,7 @@ def tier_info_from_pb(msg: spb.TierInfo) -> TierInfo:
         tier=tier_from_pb(msg.tier), model=msg.model, tokenizer_fingerprint=msg.tokenizer_fingerprint,
         vocab_size=msg.vocab_size, max_model_len=msg.max_model_len, eos_token_ids=tuple(msg.eos_token_ids),
         think_close_token_ids=tuple(msg.think_close_token_ids), replica_id=msg.replica_id,
+        block_size=msg.block_size,
     )
 
 

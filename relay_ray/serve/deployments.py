@@ -29,13 +29,17 @@ class TierServer:
         # vLLM's logging.config.dictConfig would close Serve's log handlers in this process
         # (Serve's replica health calls then fail on a closed MemoryHandler).
         os.environ["VLLM_CONFIGURE_LOGGING"] = "0"
-        replica_id = serve.get_replica_context().replica_id.unique_id
-        self.engine = VllmTierEngine(Tier(tier), TierConfig.model_validate(config), replica_id)
+        context = serve.get_replica_context()
+        rank = getattr(context.rank, "rank", context.rank) or 0
+        tier_config = TierConfig.model_validate(config).for_replica(int(rank))
+        self.engine = VllmTierEngine(Tier(tier), tier_config, context.replica_id.unique_id)
         await self.engine.start()
         self._inflight = 0
         self._decoded = SlidingRate(window_s=10.0)
 
-    def _finished(self, result: SegmentResult) -> None:
+    def _finished(self, job: SegmentJob, result: SegmentResult) -> None:
+        if job.prefill_only:
+            return
         self._decoded.add(len(result.token_ids) + result.num_dropped_tokens)
 
     def record_autoscaling_stats(self) -> dict[str, float]:
@@ -63,7 +67,7 @@ class TierServer:
             with trace.get_tracer("relay_ray").start_as_current_span(span_name) as span:
                 async for item in self.engine.stream_segment(job):
                     if isinstance(item, SegmentResult):
-                        self._finished(item)
+                        self._finished(job, item)
                         span.set_attributes({"relay.replica": item.replica_id, "relay.new_tokens": len(item.token_ids),
                                              "relay.cached_prefix_tokens": item.num_cached_tokens})
                     yield item

@@ -100,7 +100,7 @@ class GenerateRequest(_message.Message):
     def __init__(self, text: _Optional[str] = ..., chat: _Optional[_Union[ChatPrompt, _Mapping]] = ..., policy: _Optional[_Union[PolicySpec, _Mapping]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class SegmentInfo(_message.Message):
-    __slots__ = ("index", "tier", "text", "num_tokens", "finish_reason", "matched_stop", "num_dropped_tokens", "num_prompt_tokens", "num_cached_tokens", "timing", "replica_id", "handoff_ms")
+    __slots__ = ("index", "tier", "text", "num_tokens", "finish_reason", "matched_stop", "num_dropped_tokens", "num_prompt_tokens", "num_cached_tokens", "timing", "replica_id", "handoff_ms", "controller_ms", "transport_ms")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -113,6 +113,8 @@ class SegmentInfo(_message.Message):
     TIMING_FIELD_NUMBER: _ClassVar[int]
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     HANDOFF_MS_FIELD_NUMBER: _ClassVar[int]
+    CONTROLLER_MS_FIELD_NUMBER: _ClassVar[int]
+    TRANSPORT_MS_FIELD_NUMBER: _ClassVar[int]
     index: int
     tier: _common_pb2.Tier
     text: str
@@ -125,7 +127,9 @@ class SegmentInfo(_message.Message):
     timing: _common_pb2.SegmentTiming
     replica_id: str
     handoff_ms: float
-    def __init__(self, index: _Optional[int] = ..., tier: _Optional[_Union[_common_pb2.Tier, str]] = ..., text: _Optional[str] = ..., num_tokens: _Optional[int] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., matched_stop: _Optional[str] = ..., num_dropped_tokens: _Optional[int] = ..., num_prompt_tokens: _Optional[int] = ..., num_cached_tokens: _Optional[int] = ..., timing: _Optional[_Union[_common_pb2.SegmentTiming, _Mapping]] = ..., replica_id: _Optional[str] = ..., handoff_ms: _Optional[float] = ...) -> None: ...
+    controller_ms: float
+    transport_ms: float
+    def __init__(self, index: _Optional[int] = ..., tier: _Optional[_Union[_common_pb2.Tier, str]] = ..., text: _Optional[str] = ..., num_tokens: _Optional[int] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., matched_stop: _Optional[str] = ..., num_dropped_tokens: _Optional[int] = ..., num_prompt_tokens: _Optional[int] = ..., num_cached_tokens: _Optional[int] = ..., timing: _Optional[_Union[_common_pb2.SegmentTiming, _Mapping]] = ..., replica_id: _Optional[str] = ..., handoff_ms: _Optional[float] = ..., controller_ms: _Optional[float] = ..., transport_ms: _Optional[float] = ...) -> None: ...
 
 class RelayStats(_message.Message):
     __slots__ = ("large_tokens", "small_tokens", "large_generated_tokens", "small_generated_tokens", "num_switches", "num_segments", "latency_ms", "finish_reason", "large_token_share", "handoff_mode")

@@ -21,7 +21,7 @@ class DescribeRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class TierInfo(_message.Message):
-    __slots__ = ("tier", "model", "tokenizer_fingerprint", "vocab_size", "max_model_len", "eos_token_ids", "think_close_token_ids", "replica_id")
+    __slots__ = ("tier", "model", "tokenizer_fingerprint", "vocab_size", "max_model_len", "eos_token_ids", "think_close_token_ids", "replica_id", "block_size")
     TIER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TOKENIZER_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +30,7 @@ class TierInfo(_message.Message):
     EOS_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     THINK_CLOSE_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_SIZE_FIELD_NUMBER: _ClassVar[int]
     tier: _common_pb2.Tier
     model: str
     tokenizer_fingerprint: str
@@ -38,7 +39,8 @@ class TierInfo(_message.Message):
     eos_token_ids: _containers.RepeatedScalarFieldContainer[int]
     think_close_token_ids: _containers.RepeatedScalarFieldContainer[int]
     replica_id: str
-    def __init__(self, tier: _Optional[_Union[_common_pb2.Tier, str]] = ..., model: _Optional[str] = ..., tokenizer_fingerprint: _Optional[str] = ..., vocab_size: _Optional[int] = ..., max_model_len: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., think_close_token_ids: _Optional[_Iterable[int]] = ..., replica_id: _Optional[str] = ...) -> None: ...
+    block_size: int
+    def __init__(self, tier: _Optional[_Union[_common_pb2.Tier, str]] = ..., model: _Optional[str] = ..., tokenizer_fingerprint: _Optional[str] = ..., vocab_size: _Optional[int] = ..., max_model_len: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., think_close_token_ids: _Optional[_Iterable[int]] = ..., replica_id: _Optional[str] = ..., block_size: _Optional[int] = ...) -> None: ...
 
 class PrepareRequest(_message.Message):
     __slots__ = ("text", "chat")
@@ -95,7 +97,7 @@ class Signals(_message.Message):
     def __init__(self, logprob: _Optional[bool] = ..., entropy: _Optional[bool] = ..., margin: _Optional[bool] = ...) -> None: ...
 
 class SegmentJob(_message.Message):
-    __slots__ = ("request_id", "segment_index", "prefix_token_ids", "prefix_text", "stop", "sampling", "signals", "stream_interval_tokens")
+    __slots__ = ("request_id", "segment_index", "prefix_token_ids", "prefix_text", "stop", "sampling", "signals", "stream_interval_tokens", "prefill_only")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_INDEX_FIELD_NUMBER: _ClassVar[int]
     PREFIX_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -104,6 +106,7 @@ class SegmentJob(_message.Message):
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     SIGNALS_FIELD_NUMBER: _ClassVar[int]
     STREAM_INTERVAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PREFILL_ONLY_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     segment_index: int
     prefix_token_ids: TokenIds
@@ -112,7 +115,8 @@ class SegmentJob(_message.Message):
     sampling: _common_pb2.SamplingParams
     signals: Signals
     stream_interval_tokens: int
-    def __init__(self, request_id: _Optional[str] = ..., segment_index: _Optional[int] = ..., prefix_token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., prefix_text: _Optional[str] = ..., stop: _Optional[_Union[StopRule, _Mapping]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., signals: _Optional[_Union[Signals, _Mapping]] = ..., stream_interval_tokens: _Optional[int] = ...) -> None: ...
+    prefill_only: bool
+    def __init__(self, request_id: _Optional[str] = ..., segment_index: _Optional[int] = ..., prefix_token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., prefix_text: _Optional[str] = ..., stop: _Optional[_Union[StopRule, _Mapping]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., signals: _Optional[_Union[Signals, _Mapping]] = ..., stream_interval_tokens: _Optional[int] = ..., prefill_only: _Optional[bool] = ...) -> None: ...
 
 class TokenIds(_message.Message):
     __slots__ = ("ids",)

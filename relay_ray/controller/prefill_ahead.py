@@ -1,0 +1,61 @@
+"""Prefill-ahead: fill the idle tier's prefix cache while the other tier generates.
+
+At a switch the receiving tier must prefill everything the other tier wrote since it last
+ran (the *delta*). On the large tier that prefill costs about as much as several decode
+steps, and it is the main cost of a handoff. Most of it can be done early: while one tier
+generates, the other one is idle, so the controller sends it ``prefill_only`` jobs with the
+prefix written so far. vLLM's prefix cache keeps whole KV blocks only, so a job is sent each
+time the prefix completes a new block of the idle tier; at the switch only the tail of the
+last block is left to compute.
+
+Pure bookkeeping: no I/O. :class:`~relay_ray.controller.relay.RelayController` sends the jobs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from relay_ray.types import SegmentJob, StopRule, Tier
+
+
+@dataclass
+class PrefillAheadPlanner:
+    """Per request: how far each tier's prefix cache is known to reach, in tokens.
+
+    ``block_sizes`` maps a tier to its KV block size; a tier with block size 0 is never warmed.
+    """
+
+    block_sizes: dict[Tier, int]
+    cached_tokens: dict[Tier, int] = field(default_factory=lambda: {Tier.LARGE: 0, Tier.SMALL: 0})
+
+    def ran(self, tier: Tier, num_computed_tokens: int) -> None:
+        """``tier`` computed the KV of the first ``num_computed_tokens`` tokens (a segment)."""
+        self._advance(tier, num_computed_tokens)
+
+    def warm_length(self, tier: Tier, prefix_len: int) -> int:
+        """Prefix length to prefill on ``tier`` now (a multiple of its block size), or 0 when
+        that would add no new whole block to its cache."""
+        block = self.block_sizes.get(tier, 0)
+        if block <= 0:
+            return 0
+        aligned = prefix_len // block * block
+        if aligned <= self.cached_tokens[tier]:
+            return 0
+        self.cached_tokens[tier] = aligned
+        return aligned
+
+    def _advance(self, tier: Tier, num_tokens: int) -> None:
+        block = self.block_sizes.get(tier, 0)
+        if block > 0:
+            self.cached_tokens[tier] = max(self.cached_tokens[tier], num_tokens // block * block)
+
+
+def prefill_job(request_id: str, segment_index: int, prefix_token_ids: tuple[int, ...]) -> SegmentJob:
+    """A job that only prefills ``prefix_token_ids`` (one engine step, nothing returned)."""
+    return SegmentJob(
+        request_id=request_id,
+        segment_index=segment_index,
+        stop=StopRule(max_new_tokens=1),
+        prefix_token_ids=prefix_token_ids,
+        prefill_only=True,
+    )
