@@ -1,0 +1,1 @@
+"""Synthetic reasoning tasks the project trains and evaluates its demo models on."""
