@@ -11,6 +11,7 @@ import json
 import sys
 import time
 
+from relay_ray.bench import command as bench_command
 from relay_ray.errors import RelayInputError
 from relay_ray.policies import REGISTRY
 
@@ -192,12 +193,6 @@ def cmd_tier_server(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from relay_ray.bench.command import run
-
-    return run(args)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="relay-ray",
@@ -234,15 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_policy_args(p)
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("bench", help="per-token time of each tier and the cost of a handoff")
-    p.add_argument("--config", default="cluster/serve-local.yaml", help="start this Serve config locally")
-    p.add_argument("--address", default=None, help="measure a running relay at host:port instead")
-    p.add_argument("--requests", type=int, default=16, help="prompts per measurement")
-    p.add_argument("--new-tokens", type=int, default=96)
-    p.add_argument("--large-tokens", type=int, default=24, help="fixed-ratio large segment length")
-    p.add_argument("--small-tokens", type=int, default=8, help="fixed-ratio small segment length")
-    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
-    p.set_defaults(func=_bench)
+    bench_command.add_parser(sub)
 
     p = sub.add_parser("tier-server", help="serve one tier engine over gRPC SegmentService")
     p.add_argument("--model", required=True, help="model folder")

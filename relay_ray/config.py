@@ -96,6 +96,7 @@ class ControllerConfig(_Strict):
     stream_interval_tokens: int = Field(8, ge=1, description="tokens per streamed text delta")
     default_policy: str = Field("relaygen", description="policy used when a request names none")
     transport: Literal["handle", "grpc"] = Field("handle", description="how the controller reaches tiers")
+    prefill_ahead: bool = Field(True, description="warm the idle tier's prefix cache while the other generates")
     large_endpoints: tuple[str, ...] = Field((), description="grpc transport: host:port of large tiers")
     small_endpoints: tuple[str, ...] = Field((), description="grpc transport: host:port of small tiers")
 

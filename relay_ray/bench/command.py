@@ -1,39 +1,182 @@
-"""`relay-ray bench`: start (or reach) a relay, measure handoffs and per-token times, print a table."""
+"""`relay-ray bench`: the performance matrix of issue 4 in one run.
+
+For each model pair (a Serve config): deploy the relay and its peers one after another on
+the same cores, run every scenario at every concurrency, then print the tables (efficiency,
+handoff overhead, throughput, memory, controller CPU) and write JSON / markdown.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from relay_ray.bench.scenarios import CONCURRENCY
+
+DEFAULT_PAIRS = ("bench=cluster/serve-bench.yaml", "demo=cluster/serve-local.yaml")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "bench", help="performance matrix: relay vs ideal, vs large-only and speculative decoding",
+        description="Deploy each model pair's relay and its peers in turn on this machine and measure "
+                    "large-only, small-only and fixed-ratio relay patterns (large share 25%/70%, "
+                    "short and long segments) at several concurrencies. Prints tables; --json/--markdown "
+                    "keep them. Build the bench pair first with `make bench-models`.")
+    p.add_argument("--pair", action="append", metavar="NAME=CONFIG",
+                   help=f"model pair to measure (repeatable; default: {' '.join(DEFAULT_PAIRS)})")
+    p.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCY),
+                   help="requests in flight (default: 1 4 16)")
+    p.add_argument("--requests", type=int, default=4, help="requests per scenario at concurrency 1 "
+                   "(concurrent runs send two waves: 2 x concurrency)")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="tokens per request (EOS ignored)")
+    p.add_argument("--scenarios", nargs="*", default=None,
+                   help="only scenarios whose label contains one of these strings, e.g. '25%%' large-only")
+    p.add_argument("--no-peers", action="store_true", help="skip the large-only x2 and speculative peers")
+    p.add_argument("--no-spec", action="store_true", help="skip the speculative-decoding peer")
+    p.add_argument("--spec-pairs", nargs="*", default=["demo"],
+                   help="pairs that get the speculative-decoding peer (default: demo)")
+    p.add_argument("--no-prefill-ahead", action="store_true", help="turn prefill-ahead off (ablation)")
+    p.add_argument("--memory-requests", type=int, default=1000,
+                   help="sequential requests of the memory-growth check (0: skip)")
+    p.add_argument("--memory-pair", default="demo", help="pair the memory-growth check runs on")
+    p.add_argument("--json", default=None, help="write every figure to this JSON file")
+    p.add_argument("--markdown", default=None, help="write the tables to this markdown file")
+    p.set_defaults(func=run)
+
+
+def _parse_pairs(values: list[str] | None) -> list[tuple[str, Path]]:
+    from relay_ray.errors import RelayInputError
+
+    pairs = []
+    for value in values or DEFAULT_PAIRS:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise RelayInputError("--pair", f"{value!r} is not NAME=CONFIG, e.g. bench=cluster/serve-bench.yaml")
+        if not Path(path).is_file():
+            raise RelayInputError("--pair", f"{path} does not exist")
+        pairs.append((name, Path(path)))
+    return pairs
+
+
+def _progress(label: str):
+    def show(done: int, total: int) -> None:
+        end = "\n" if done == total else ""
+        print(f"\r[bench] {label}: {done}/{total}", end=end, file=sys.stderr, flush=True)
+    return show
 
 
 def run(args: argparse.Namespace) -> int:
-    from relay_ray.bench import handoff
-    from relay_ray.client import RelayClient
+    from relay_ray.bench import controller_cpu, memory, report
+    from relay_ray.bench.runner import run_scenario
+    from relay_ray.bench.scenarios import num_requests
+    from relay_ray.bench.targets import APP_NAME, deploy, targets_for
+    from relay_ray.client import RelayClient, build_request
+    from relay_ray.serve.local import load_serve_file, start_serve, stop_local
 
-    def progress(done: int, total: int) -> None:
-        print(f"\r[bench] relayed requests {done}/{total}", end="" if done < total else "\n", flush=True)
-
-    started_here = args.address is None
-    if started_here:
-        from relay_ray.serve.local import load_serve_file, start_local
-
-        serve_file = load_serve_file(args.config)
-        print(f"[bench] starting the relay from {args.config} ...", flush=True)
-        start_local(serve_file)
-        address = f"127.0.0.1:{serve_file.grpc_port}"
-    else:
-        address = args.address
+    pairs = _parse_pairs(args.pair)
+    files = {name: load_serve_file(path) for name, path in pairs}
+    wanted = args.scenarios
+    started = time.time()
+    print("[bench] controller CPU micro-benchmark (no engines) ...", file=sys.stderr, flush=True)
+    cpu_rows = controller_cpu.run()
+    rows: list[report.Row] = []
+    mem_rows, growth_md, placements = [], "", []
+    start_serve(files[pairs[0][0]])
+    address = f"127.0.0.1:{files[pairs[0][0]].grpc_port}"
     try:
-        with RelayClient(address) as client:
-            result = handoff.run(client, args.requests, args.new_tokens, args.large_tokens, args.small_tokens, progress)
+        for name, _ in pairs:
+            config = files[name].relay
+            if args.no_prefill_ahead:
+                config = config.model_copy(update={"controller": config.controller.model_copy(
+                    update={"prefill_ahead": False})})
+            spec = not args.no_spec and name in args.spec_pairs
+            costs: dict[int, tuple] = {}
+            baselines: dict[int, object] = {}
+            for target in targets_for(name, config, peers=not args.no_peers, speculative=spec):
+                print(f"[bench] deploying {target.name} ({target.placement}) ...", file=sys.stderr, flush=True)
+                deploy(target)
+                placements.append((target.name, target.placement))
+                with RelayClient(address, timeout_s=3600) as client:
+                    client.wait_ready()
+                    for policy, params in (("large-only", {}), ("fixed-ratio", {"large_tokens": 4, "small_tokens": 4})):
+                        client.generate(build_request("warm up the tiers", policy, params, max_new_tokens=16))
+                    for c in args.concurrency:
+                        runs = {}
+                        for scenario in target.scenarios:
+                            keep = not scenario.is_relay  # single-tier runs give the costs
+                            if wanted and not keep and not any(w in scenario.label for w in wanted):
+                                continue
+                            n = num_requests(c, args.requests)
+                            runs[scenario.label] = run_scenario(
+                                client, scenario, c, n, args.max_new_tokens,
+                                _progress(f"{target.name} c={c} {scenario.label}"), prompt_offset=1000 * c)
+                        if target.is_relay:
+                            costs[c] = (report.TierCost.of(runs["large-only"], True),
+                                        report.TierCost.of(runs["small-only"], False))
+                            baselines[c] = runs["large-only"]
+                        if c not in costs:
+                            continue
+                        for r in runs.values():
+                            rows.append(report.summarize(target.name, r, *costs[c], baselines[c]))
+                    mem_rows += [(target.name, m) for m in memory.measure(APP_NAME)]
+                    if target.is_relay and name == args.memory_pair and args.memory_requests > 0:
+                        growth_md = _memory_growth(client, name, args.memory_requests)
     finally:
-        if started_here:
-            from relay_ray.serve.local import stop_local
-
-            stop_local()
-    print(handoff.table(result))
+        stop_local()
+    elapsed_min = (time.time() - started) / 60.0
+    md = _markdown(args, rows, cpu_rows, mem_rows, growth_md, placements, elapsed_min)
+    print(md)
+    if args.markdown:
+        Path(args.markdown).write_text(md + "\n")
+        print(f"[bench] wrote {args.markdown}", file=sys.stderr)
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(handoff.as_dict(result), fh, indent=2)
-        print(f"[bench] wrote {args.json}")
+        Path(args.json).write_text(json.dumps({
+            "rows": report.as_dicts(rows), "controller_cpu": [asdict(r) for r in cpu_rows],
+            "memory": [{"target": t, **asdict(m)} for t, m in mem_rows],
+            "placements": dict(placements), "minutes": elapsed_min,
+        }, indent=2))
+        print(f"[bench] wrote {args.json}", file=sys.stderr)
     return 0
+
+
+def _memory_growth(client, pair: str, num_requests: int) -> str:
+    from relay_ray.bench import memory
+    from relay_ray.bench.scenarios import bench_prompt
+    from relay_ray.bench.targets import APP_NAME
+    from relay_ray.client import build_request
+
+    params = {"large_tokens": 4, "small_tokens": 4}
+    warmup = min(100, num_requests)
+
+    def send(i: int) -> None:
+        client.generate(build_request(bench_prompt(5000 + i % 200), "fixed-ratio", params, max_new_tokens=16))
+
+    growth = memory.growth(APP_NAME, send, num_requests, warmup, _progress(f"{pair} memory growth"))
+    return memory.growth_table(pair, growth, num_requests, warmup)
+
+
+def _markdown(args, rows, cpu_rows, mem_rows, growth_md, placements, elapsed_min: float) -> str:
+    import os
+    import platform
+
+    from relay_ray.bench import controller_cpu, memory, report
+
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    parts = [
+        f"Command: `relay-ray bench {' '.join(sys.argv[2:]) if sys.argv[1:2] == ['bench'] else ''}`".rstrip(),
+        f"Machine: {machine}. Run took {elapsed_min:.1f} min. Every request writes {args.max_new_tokens} "
+        "tokens (EOS ignored); ideal, efficiency and speedup are defined in relay_ray/bench/report.py.",
+        "", "Placement:", *[f"- {name}: {where}" for name, where in placements],
+        "", "### Latency, efficiency, throughput", report.latency_table(rows),
+        "", "### Handoffs (ms; extra = handoff minus one decode step of the receiving tier)",
+        report.handoff_table(rows),
+        "", "### Controller CPU per segment (micro-benchmark, no engines)", controller_cpu.table(cpu_rows),
+        "", "### Memory (resident, per component)", memory.table(mem_rows),
+    ]
+    if growth_md:
+        parts += ["", "### Memory across sequential requests", growth_md]
+    return "\n".join(parts)

@@ -144,9 +144,11 @@ class RelayController:
         yield result
 
     def _planner(self, infos: Mapping[Tier, TierInfo], state: RelayState) -> PrefillAheadPlanner | None:
-        if not self.limits.prefill_ahead or state.handoff is not HandoffMode.TOKEN_IDS:
+        block_sizes = {tier: info.block_size for tier, info in infos.items()}
+        if not self.limits.prefill_ahead or state.handoff is not HandoffMode.TOKEN_IDS or not any(
+                block_sizes.values()):
             return None
-        return PrefillAheadPlanner({tier: info.block_size for tier, info in infos.items()})
+        return PrefillAheadPlanner(block_sizes)
 
     def _prefill_ahead(self, planner: PrefillAheadPlanner | None, tier: Tier, job: SegmentJob,
                        prefix_token_ids: tuple[int, ...]) -> None:

@@ -78,10 +78,20 @@ def load_serve_file(path: str | Path) -> ServeFile:
 
 def start_local(serve_file: ServeFile, num_cpus: int | None = None) -> None:
     """Start (or connect to) Ray, start Serve with the file's gRPC options, deploy the relay."""
-    import ray
     from ray import serve
 
     from relay_ray.serve.builder import build_app
+
+    start_serve(serve_file, num_cpus)
+    app_raw = serve_file.raw["applications"][0]
+    serve.run(build_app(serve_file.relay), name=app_raw.get("name", "relay"),
+              route_prefix=app_raw.get("route_prefix", "/"))
+
+
+def start_serve(serve_file: ServeFile, num_cpus: int | None = None) -> None:
+    """Start (or connect to) Ray and start Serve with the file's HTTP/gRPC options."""
+    import ray
+    from ray import serve
 
     from relay_ray.telemetry.tracing import tracing_env
 
@@ -91,13 +101,10 @@ def start_local(serve_file: ServeFile, num_cpus: int | None = None) -> None:
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), num_cpus=num_cpus, include_dashboard=False,
                  log_to_driver=os.environ.get("RELAY_RAY_LOG_TO_DRIVER", "0") == "1")
-    app_raw = serve_file.raw["applications"][0]
     serve.start(
         http_options=serve_file.raw.get("http_options", {"host": "127.0.0.1"}),
         grpc_options=serve_file.raw.get("grpc_options"),
     )
-    serve.run(build_app(serve_file.relay), name=app_raw.get("name", "relay"),
-              route_prefix=app_raw.get("route_prefix", "/"))
 
 
 def stop_local() -> None:

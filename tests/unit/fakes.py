@@ -21,11 +21,13 @@ EOS = 0
 
 class ScriptedTier:
     def __init__(self, tier: Tier, vocab: Sequence[str], doc: Sequence[int], entropies: Sequence[float] = (),
-                 fingerprint: str = "shared", max_model_len: int = 4096, prompt: str = "Q: ") -> None:
+                 fingerprint: str = "shared", max_model_len: int = 4096, prompt: str = "Q: ",
+                 block_size: int = 0) -> None:
         self.tier, self.vocab, self.doc = tier, list(vocab), list(doc)
         self.prompt_len = len(self.encode(prompt))
         self.entropies = list(entropies)
         self.fingerprint, self.max_model_len = fingerprint, max_model_len
+        self.block_size = block_size
         self.jobs: list[SegmentJob] = []
 
     def encode(self, text: str) -> list[int]:
@@ -41,7 +43,8 @@ class ScriptedTier:
 
     async def describe(self) -> TierInfo:
         return TierInfo(self.tier, "scripted", self.fingerprint, len(self.vocab), self.max_model_len, (EOS,),
-                        tuple(self.encode("\n</think>")) if "</think>" in self.vocab else ())
+                        tuple(self.encode("\n</think>")) if "</think>" in self.vocab else (),
+                        block_size=self.block_size)
 
     async def prepare(self, prompt: PromptInput) -> PreparedPrompt:
         text = prompt.text or "".join(f"{m.role}: {m.content}\n" for m in prompt.messages)
@@ -50,6 +53,10 @@ class ScriptedTier:
     async def stream_segment(self, job: SegmentJob) -> AsyncIterator[SegmentDelta | SegmentResult]:
         self.jobs.append(job)
         prefix = self.encode(job.prefix_text) if job.prefix_text is not None else list(job.prefix_token_ids)
+        if job.prefill_only:
+            yield SegmentResult(token_ids=(), text="", finish_reason=FinishReason.LENGTH,
+                                num_prompt_tokens=len(prefix))
+            return
         start = len(prefix) - self.prompt_len
         stopper = SegmentStopper(job.stop, eos_token_ids=(EOS,))
         entropies, decision, finish = [], None, FinishReason.LENGTH  # LENGTH: the document ran out
@@ -60,6 +67,9 @@ class ScriptedTier:
             decision = stopper.push(token, self.vocab[token] if token != EOS else "", entropy)
             if decision is not None:
                 break
+            if job.stream_interval_tokens and stopper.num_tokens % job.stream_interval_tokens == 0:
+                n = job.stream_interval_tokens
+                yield SegmentDelta(tuple(stopper.token_ids[-n:]), "")
         kept = decision.num_kept_tokens if decision else stopper.num_tokens
         yield SegmentResult(
             token_ids=tuple(stopper.token_ids[:kept]), text=stopper.kept_text(kept),

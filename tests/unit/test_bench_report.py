@@ -1,0 +1,82 @@
+"""The bench's arithmetic (ideal time, efficiency, handoff split), its scenarios and targets,
+and the controller CPU micro-benchmark."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from relay_ray.bench import controller_cpu, report
+from relay_ray.bench.runner import Handoff, Run, Sample
+from relay_ray.bench.scenarios import LARGE_ONLY, SMALL_ONLY, fixed_ratio, num_requests, relay_matrix
+from relay_ray.bench.targets import targets_for
+from relay_ray.config import RelayConfig, SpeculativeConfig, TierConfig
+
+
+def _sample(latency, n_large, n_small, large_steps=(), small_steps=(), handoffs=(), first_large=True):
+    return Sample(latency, n_large, n_small, first_large, list(large_steps), list(small_steps), list(handoffs))
+
+
+def test_tier_cost_separates_per_token_time_from_the_fixed_cost():
+    run = Run(LARGE_ONLY, 1, [_sample(10 + 99 * 40.0, 100, 0, [40.0]), _sample(12 + 99 * 40.0, 100, 0, [40.0])], 1.0)
+    cost = report.TierCost.of(run, large=True)
+    assert cost.ms_per_token == 40.0
+    assert cost.fixed_ms == pytest.approx(11.0)
+
+
+def test_ideal_and_efficiency_of_a_relay_request():
+    large, small = report.TierCost(40.0, 100.0), report.TierCost(4.0, 20.0)
+    # large first: fixed 100 + 7 more large tokens + 24 small tokens
+    s = _sample(latency=600.0, n_large=8, n_small=24)
+    assert report.ideal_ms(s, large, small) == pytest.approx(100 + 7 * 40 + 24 * 4)
+    baseline = Run(LARGE_ONLY, 1, [_sample(1340.0, 32, 0)], 1.0)
+    hand = [Handoff(True, 0.1, 3.0, 1.0, 60.0, 300, 288), Handoff(False, 0.1, 3.0, 0.5, 6.0, 320, 320)]
+    relay = Run(fixed_ratio(0.25, 32), 1, [_sample(600.0, 8, 24, handoffs=hand)], 2.0)
+    row = report.summarize("t", relay, large, small, baseline)
+    assert row.efficiency == pytest.approx((100 + 7 * 40 + 24 * 4) / 600.0)
+    assert row.speedup == pytest.approx(1340.0 / 600.0)
+    assert row.large_share == pytest.approx(0.25)
+    assert row.handoff_into_large_p50_ms == pytest.approx(64.1)
+    assert row.cached_share == pytest.approx((288 + 320) / (300 + 320))
+    assert row.tokens_per_s == pytest.approx(16.0)
+    assert "relay 25% 8/24" in report.latency_table([row]) and "64.1" in report.handoff_table([row])
+
+
+def test_fixed_ratio_patterns_hit_their_shares_and_lengths():
+    labels = {s.label: s for s in relay_matrix()}
+    assert labels["relay 25% 8/24"].params == {"large_tokens": 8, "small_tokens": 24}
+    assert labels["relay 25% 32/96"].params == {"large_tokens": 32, "small_tokens": 96}
+    assert all(abs(s.large_share - share) < 0.02 for s, share in zip(relay_matrix(), (0.25, 0.25, 0.7, 0.7)))
+    assert not LARGE_ONLY.is_relay and not SMALL_ONLY.is_relay and labels["relay 70% 22/10"].is_relay
+    assert num_requests(1, 4) == 4 and num_requests(16, 4) == 32
+
+
+def _config() -> RelayConfig:
+    return RelayConfig(large=TierConfig(model="L", cpu_threads_bind="0"),
+                       small=TierConfig(model="S", cpu_threads_bind="1"))
+
+
+def test_peers_use_the_same_two_cores_as_the_relay():
+    relay, x2, spec = targets_for("bench", _config())
+    assert relay.is_relay and not x2.is_relay
+    assert x2.config.large.num_replicas == 2
+    assert [x2.config.large.for_replica(r).cpu_threads_bind for r in range(2)] == ["0", "1"]
+    assert spec.config.large.speculative.model == "S"
+    assert spec.config.large.speculative.engine_config() == {"model": "S", "num_speculative_tokens": 4}
+    assert len(targets_for("bench", _config(), peers=False)) == 1
+
+
+def test_speculative_config_is_validated():
+    with pytest.raises(ValidationError, match="draft model"):
+        SpeculativeConfig(method="draft")
+    with pytest.raises(ValidationError, match="prompt_lookup_min"):
+        SpeculativeConfig(method="ngram", prompt_lookup_min=5, prompt_lookup_max=3)
+    assert SpeculativeConfig(method="ngram").engine_config()["method"] == "ngram"
+
+
+def test_controller_cpu_micro_benchmark_counts_segments():
+    rows = controller_cpu.run(num_requests=5, max_new_tokens=64)
+    assert {r.policy for r in rows} == set(controller_cpu.POLICIES)
+    for r in rows:
+        assert r.num_segments >= 5 * 2  # every policy switches at least once per request here
+        assert r.controller_cpu_ms_per_segment > 0

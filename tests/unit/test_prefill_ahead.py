@@ -1,0 +1,83 @@
+"""Prefill-ahead: the idle tier gets whole-block prefill jobs while the other tier generates."""
+
+from __future__ import annotations
+
+import asyncio
+
+from relay_ray.controller import RelayController, RelayResult
+from relay_ray.controller.prefill_ahead import PrefillAheadPlanner
+from relay_ray.controller.validate import ControllerLimits
+from relay_ray.types import PromptInput, RelayRequest, Tier
+from tests.unit.fakes import ScriptedTier
+
+VOCAB = ["</s>", "Q: ", "a", " b", " c", " d"]
+DOC = [2, 3, 4, 5] * 40  # 160 tokens, no EOS
+
+
+def _relay(block_size: int, prefill_ahead: bool = True, large_tokens: int = 8, small_tokens: int = 24,
+           max_new_tokens: int = 128):
+    large = ScriptedTier(Tier.LARGE, VOCAB, DOC, block_size=block_size)
+    small = ScriptedTier(Tier.SMALL, VOCAB, DOC, block_size=block_size)
+    controller = RelayController({Tier.LARGE: large, Tier.SMALL: small},
+                                 ControllerLimits(prefill_ahead=prefill_ahead, prefill_ahead_interval_tokens=4))
+    request = RelayRequest(PromptInput(text="Q: "), "fixed-ratio",
+                           {"large_tokens": large_tokens, "small_tokens": small_tokens},
+                           max_new_tokens=max_new_tokens)
+
+    async def go() -> RelayResult:
+        result = None
+        async for event in controller.generate(request):
+            result = event
+        await asyncio.gather(*controller._background)  # let warm jobs land before inspecting
+        return result
+
+    return asyncio.run(go()), large, small
+
+
+def test_planner_sends_each_new_whole_block_once():
+    planner = PrefillAheadPlanner({Tier.LARGE: 32, Tier.SMALL: 0})
+    assert planner.warm_length(Tier.LARGE, 31) == 0
+    assert planner.warm_length(Tier.LARGE, 40) == 32
+    assert planner.warm_length(Tier.LARGE, 50) == 0  # block 1 already sent
+    assert planner.warm_length(Tier.LARGE, 64) == 64
+    planner.ran(Tier.LARGE, 130)  # a segment computed up to token 130: 4 whole blocks
+    assert planner.warm_length(Tier.LARGE, 140) == 0
+    assert planner.warm_length(Tier.LARGE, 160) == 160
+    assert planner.warm_length(Tier.SMALL, 1000) == 0  # block size 0: never warmed
+
+
+def test_idle_large_tier_is_prefilled_with_whole_blocks_of_the_small_tiers_tokens():
+    result, large, small = _relay(block_size=16)
+    assert list(result.token_ids) == DOC[:128]  # warming changes nothing in the answer
+    warm = [j for j in large.jobs if j.prefill_only]
+    real = [j for j in large.jobs if not j.prefill_only]
+    assert warm, "the large tier got no prefill-ahead job"
+    prompt_len = 1
+    for job in warm:
+        n = len(job.prefix_token_ids)
+        assert n % 16 == 0 and n > 0
+        assert list(job.prefix_token_ids[prompt_len:]) == DOC[:n - prompt_len]  # a true prefix of the answer
+    lengths = [len(j.prefix_token_ids) for j in warm]
+    assert lengths == sorted(set(lengths))  # each block sent once, in order
+    # Sent while the small tier generated: tagged with the index of a small segment.
+    small_segments = {s.index for s in result.segments if s.tier is Tier.SMALL}
+    assert {j.segment_index for j in warm} <= small_segments
+    assert len(real) == 4
+    # With long large segments the small tier is the idle one that gets warmed.
+    _, _, small = _relay(block_size=16, large_tokens=24, small_tokens=8)
+    assert any(j.prefill_only for j in small.jobs)
+
+
+def test_no_prefill_ahead_when_turned_off_or_block_size_unknown():
+    for block_size, enabled in ((16, False), (0, True)):
+        result, large, small = _relay(block_size=block_size, prefill_ahead=enabled)
+        assert list(result.token_ids) == DOC[:128]
+        assert not any(j.prefill_only for j in large.jobs + small.jobs)
+        assert all(j.stream_interval_tokens == 0 for j in large.jobs + small.jobs)
+
+
+def test_record_splits_handoff_into_controller_and_transport_time():
+    result, _, _ = _relay(block_size=16)
+    for seg in result.segments:
+        assert seg.controller_ms >= 0 and seg.transport_ms >= 0
+        assert abs(seg.handoff_ms - (seg.controller_ms + seg.transport_ms)) < 1e-9
