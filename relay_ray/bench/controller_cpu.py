@@ -91,15 +91,16 @@ class _NullMetrics:
     def set(self, spec, value: float, **tags: str) -> None: ...
 
 
-def _telemetry():
-    """The serving observer, with a real OpenTelemetry SDK provider (spans are created,
-    sampled and ended; the exporter is the only part left out)."""
+def _telemetry(record_spans: bool):
+    """The serving observer. With ``record_spans`` this process's global tracer provider
+    becomes a real OpenTelemetry SDK one (spans are created, sampled and ended; only the
+    exporter is left out); it can be set once per process, so tests pass False."""
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
 
     from relay_ray.telemetry.observer import TelemetryObserver
 
-    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+    if record_spans and not isinstance(trace.get_tracer_provider(), TracerProvider):
         trace.set_tracer_provider(TracerProvider())
     return TelemetryObserver(_NullMetrics())
 
@@ -111,10 +112,10 @@ async def _relay(controller: RelayController, request: RelayRequest) -> RelayRes
     raise RuntimeError("relay ended without a result")
 
 
-async def _measure(label: str, num_requests: int, max_new_tokens: int) -> ControllerCpu:
+async def _measure(label: str, num_requests: int, max_new_tokens: int, record_spans: bool) -> ControllerCpu:
     policy, params = POLICIES[label]
     tiers = {Tier.LARGE: InstantTier(Tier.LARGE, 1), Tier.SMALL: InstantTier(Tier.SMALL, 1)}
-    controller = RelayController(tiers, observer=_telemetry())
+    controller = RelayController(tiers, observer=_telemetry(record_spans))
     segments = 0
     for i in range(3):  # warm caches and imports
         await _relay(controller, RelayRequest(PromptInput(text="warm"), policy, params,
@@ -132,8 +133,8 @@ async def _measure(label: str, num_requests: int, max_new_tokens: int) -> Contro
                          1000.0 * tier_s / segments)
 
 
-def run(num_requests: int = 200, max_new_tokens: int = 256) -> list[ControllerCpu]:
-    return [asyncio.run(_measure(label, num_requests, max_new_tokens)) for label in POLICIES]
+def run(num_requests: int = 200, max_new_tokens: int = 256, record_spans: bool = True) -> list[ControllerCpu]:
+    return [asyncio.run(_measure(label, num_requests, max_new_tokens, record_spans)) for label in POLICIES]
 
 
 def table(rows: list[ControllerCpu]) -> str:

@@ -62,7 +62,8 @@ class TierServer:
         from opentelemetry import trace
 
         self._inflight += 1
-        span_name = f"tier.segment {self.engine.tier.value}"
+        kind = "tier.prefill_ahead" if job.prefill_only else "tier.segment"
+        span_name = f"{kind} {self.engine.tier.value}"
         try:
             with trace.get_tracer("relay_ray").start_as_current_span(span_name) as span:
                 async for item in self.engine.stream_segment(job):

@@ -49,6 +49,7 @@ class _Segment(SegmentObservation):
             "relay.matched_stop": record.matched_stop, "relay.prompt_tokens": record.num_prompt_tokens,
             "relay.cached_prefix_tokens": record.num_cached_tokens, "relay.queue_ms": t.queue_ms,
             "relay.prefill_ms": t.prefill_ms, "relay.decode_ms": t.decode_ms, "relay.handoff_ms": record.handoff_ms,
+            "relay.controller_ms": record.controller_ms, "relay.transport_ms": record.transport_ms,
         })
         self.observer.segment_finished(record, self.policy)
 
