@@ -50,9 +50,9 @@ test-integration: setup
 protos: $(STAMP)
 	$(PY) protos/generate.py
 
-bench: setup bench-models
-	$(VENV)/bin/relay-ray bench --config cluster/serve-local.yaml
-	$(VENV)/bin/relay-ray bench --config cluster/serve-bench.yaml
+bench: setup models bench-models
+	mkdir -p out
+	$(VENV)/bin/relay-ray bench --json out/bench.json --markdown out/bench.md
 
 clean:
 	rm -rf $(VENV) models .pytest_cache

@@ -13,7 +13,7 @@ LARGE_SHARES = (0.25, 0.70)
 CYCLE_TOKENS = (32, 128)  # short segments (8/24 at 25%) and long ones (32/96 at 25%)
 CONCURRENCY = (1, 4, 16)
 
-# A reasoning-style prompt of a few hundred tokens: long enough that the prefix cache's
+# A reasoning-style prompt of about 300 tokens: long enough that the prefix cache's
 # whole blocks matter the way they do in production (system prompt + question).
 _PROMPT_BODY = (
     "You are a careful assistant. Think step by step inside <think> tags, then answer. "
@@ -28,7 +28,7 @@ _PROMPT_BODY = (
 def bench_prompt(i: int) -> str:
     """The ``i``-th benchmark prompt (deterministic, distinct, a few hundred tokens)."""
     a, b, c, d, e = 17 + i, 12 + i % 7, 9 + i % 5, 3 + i % 4, 5 + i % 9
-    return _PROMPT_BODY.format(i=i, a=a, b=b, c=c, d=d, e=e) * 2
+    return _PROMPT_BODY.format(i=i, a=a, b=b, c=c, d=d, e=e)
 
 
 @dataclass(frozen=True)

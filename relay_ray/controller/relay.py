@@ -97,7 +97,7 @@ class RelayController:
             tier=policy.initial_tier(),
             handoff=await self.handoff_mode(),
         )
-        planner = self._planner(infos, state)
+        planner = self._planner(infos, state) if policy.switches_tiers else None
         interval = self.limits.stream_interval_tokens if stream_text else 0
         if planner is not None:
             ahead = self.limits.prefill_ahead_interval_tokens

@@ -52,6 +52,8 @@ class Policy(ABC):
     Params: ClassVar[type[PolicyParams]] = PolicyParams
     #: Close an open ``<think>`` block when the budget runs out (RelayGen's fallback).
     closes_think_on_budget: ClassVar[bool] = False
+    # False for policies that never hand over: the controller then never warms the other tier.
+    switches_tiers: ClassVar[bool] = True
 
     def __init__(self, params: PolicyParams | None = None) -> None:
         self.params = params if params is not None else self.Params()

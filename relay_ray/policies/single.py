@@ -9,6 +9,7 @@ from relay_ray.types import SegmentResult, StopRule, Tier
 
 class _SingleTierPolicy(Policy):
     tier: Tier
+    switches_tiers = False
 
     def initial_tier(self) -> Tier:
         return self.tier

@@ -81,3 +81,17 @@ def test_record_splits_handoff_into_controller_and_transport_time():
     for seg in result.segments:
         assert seg.controller_ms >= 0 and seg.transport_ms >= 0
         assert abs(seg.handoff_ms - (seg.controller_ms + seg.transport_ms)) < 1e-9
+
+
+def test_single_tier_policies_never_warm_the_other_tier():
+    large = ScriptedTier(Tier.LARGE, VOCAB, DOC, block_size=16)
+    small = ScriptedTier(Tier.SMALL, VOCAB, DOC, block_size=16)
+    controller = RelayController({Tier.LARGE: large, Tier.SMALL: small})
+
+    async def go(policy: str) -> None:
+        async for _ in controller.generate(RelayRequest(PromptInput(text="Q: "), policy, max_new_tokens=64)):
+            pass
+
+    for policy in ("small-only", "large-only"):
+        asyncio.run(go(policy))
+    assert not any(j.prefill_only or j.stream_interval_tokens for j in large.jobs + small.jobs)
