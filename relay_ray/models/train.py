@@ -77,9 +77,11 @@ def _lr_at(step: int, spec: TrainSpec) -> float:
     return spec.peak_lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def fit(model, spec: TrainSpec, examples: list[Example], pad_id: int, log_every: int = 50) -> dict:
+def fit(model, spec: TrainSpec, examples: list[Example], pad_id: int, log_every: int = 50,
+        probe=None, probe_every: int = 0) -> dict:
     """Teacher-forced training of ``model`` on ``examples`` for ``spec.steps`` steps (bf16
-    autocast, AdamW, warm-up then cosine). Returns the last logged loss and the time taken."""
+    autocast, AdamW, warm-up then cosine). ``probe(model) -> str`` is printed every
+    ``probe_every`` steps. Returns the last logged loss and the time taken."""
     import torch
 
     torch.manual_seed(spec.seed)
@@ -115,6 +117,9 @@ def fit(model, spec: TrainSpec, examples: list[Example], pad_id: int, log_every:
                   f"lr {_lr_at(step, spec):.2e} {tokens / elapsed:.0f} tok/s "
                   f"elapsed {elapsed / 60:.1f} min eta {eta / 60:.1f} min", flush=True)
             last_loss, running = sum(running) / len(running), []
+        if probe is not None and probe_every and (step + 1) % probe_every == 0:
+            print(f"[{spec.name}] step {step + 1}: {probe(model)}", flush=True)
+            model.train()
     return {"final_loss": round(last_loss, 5), "train_minutes": round((time.perf_counter() - started) / 60, 2)}
 
 

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from relay_ray.errors import RelayInputError
 from relay_ray.policies.base import Policy, PolicyParams, SegmentPlan, Transition
 from relay_ray.policies.fixed_ratio import FixedRatioPolicy
+from relay_ray.policies.random_share import RandomSharePolicy
 from relay_ray.policies.relaygen import RelayGenPolicy
 from relay_ray.policies.relayllm import RelayLLMPolicy
 from relay_ray.policies.rstitch import RStitchPolicy
@@ -17,7 +18,7 @@ from relay_ray.policies.single import LargeOnlyPolicy, SmallOnlyPolicy
 REGISTRY: dict[str, type[Policy]] = {
     cls.name: cls
     for cls in (LargeOnlyPolicy, SmallOnlyPolicy, FixedRatioPolicy, RelayGenPolicy,
-                RStitchPolicy, RelayLLMPolicy)
+                RStitchPolicy, RelayLLMPolicy, RandomSharePolicy)
 }
 
 
