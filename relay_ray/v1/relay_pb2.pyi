@@ -67,8 +67,18 @@ class RelayLLMParams(_message.Message):
     max_call_tokens: int
     def __init__(self, max_calls: _Optional[int] = ..., max_call_tokens: _Optional[int] = ...) -> None: ...
 
+class RandomParams(_message.Message):
+    __slots__ = ("large_share", "mean_large_tokens", "routing_seed")
+    LARGE_SHARE_FIELD_NUMBER: _ClassVar[int]
+    MEAN_LARGE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_SEED_FIELD_NUMBER: _ClassVar[int]
+    large_share: float
+    mean_large_tokens: float
+    routing_seed: int
+    def __init__(self, large_share: _Optional[float] = ..., mean_large_tokens: _Optional[float] = ..., routing_seed: _Optional[int] = ...) -> None: ...
+
 class PolicySpec(_message.Message):
-    __slots__ = ("name", "large_only", "small_only", "fixed_ratio", "relaygen", "rstitch", "relayllm")
+    __slots__ = ("name", "large_only", "small_only", "fixed_ratio", "relaygen", "rstitch", "relayllm", "random")
     NAME_FIELD_NUMBER: _ClassVar[int]
     LARGE_ONLY_FIELD_NUMBER: _ClassVar[int]
     SMALL_ONLY_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +86,7 @@ class PolicySpec(_message.Message):
     RELAYGEN_FIELD_NUMBER: _ClassVar[int]
     RSTITCH_FIELD_NUMBER: _ClassVar[int]
     RELAYLLM_FIELD_NUMBER: _ClassVar[int]
+    RANDOM_FIELD_NUMBER: _ClassVar[int]
     name: str
     large_only: LargeOnlyParams
     small_only: SmallOnlyParams
@@ -83,7 +94,8 @@ class PolicySpec(_message.Message):
     relaygen: RelayGenParams
     rstitch: RStitchParams
     relayllm: RelayLLMParams
-    def __init__(self, name: _Optional[str] = ..., large_only: _Optional[_Union[LargeOnlyParams, _Mapping]] = ..., small_only: _Optional[_Union[SmallOnlyParams, _Mapping]] = ..., fixed_ratio: _Optional[_Union[FixedRatioParams, _Mapping]] = ..., relaygen: _Optional[_Union[RelayGenParams, _Mapping]] = ..., rstitch: _Optional[_Union[RStitchParams, _Mapping]] = ..., relayllm: _Optional[_Union[RelayLLMParams, _Mapping]] = ...) -> None: ...
+    random: RandomParams
+    def __init__(self, name: _Optional[str] = ..., large_only: _Optional[_Union[LargeOnlyParams, _Mapping]] = ..., small_only: _Optional[_Union[SmallOnlyParams, _Mapping]] = ..., fixed_ratio: _Optional[_Union[FixedRatioParams, _Mapping]] = ..., relaygen: _Optional[_Union[RelayGenParams, _Mapping]] = ..., rstitch: _Optional[_Union[RStitchParams, _Mapping]] = ..., relayllm: _Optional[_Union[RelayLLMParams, _Mapping]] = ..., random: _Optional[_Union[RandomParams, _Mapping]] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
     __slots__ = ("text", "chat", "policy", "sampling", "request_id")
