@@ -120,6 +120,8 @@ class SegmentJob:
     Exactly one of ``prefix_token_ids`` (token-id handoff) and ``prefix_text`` (text
     handoff) is set. ``request_id`` keys replica affinity; ``segment_index`` orders jobs.
     ``stream_interval_tokens > 0`` asks the tier for partial updates every that many tokens.
+    ``stream_block_tokens > 0`` also asks for an update whenever the prefix plus the new
+    tokens complete a block of that many tokens (prefill-ahead needs exactly those moments).
     ``prefill_only`` jobs only fill the tier's prefix cache with ``prefix`` (prefill-ahead);
     their result carries no tokens and does not count as generated work.
     """
@@ -132,6 +134,7 @@ class SegmentJob:
     prefix_text: str | None = None
     signals: SignalRequest = SignalRequest()
     stream_interval_tokens: int = 0
+    stream_block_tokens: int = 0
     prefill_only: bool = False
 
 

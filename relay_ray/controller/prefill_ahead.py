@@ -22,7 +22,7 @@ from relay_ray.types import SegmentJob, StopRule, Tier
 class PrefillAheadPlanner:
     """Per request: how far each tier's prefix cache is known to reach, in tokens.
 
-    ``block_sizes`` maps a tier to its KV block size; a tier with block size 0 is never warmed.
+    ``block_sizes`` maps each tier to warm to its KV block size; other tiers are never warmed.
     """
 
     block_sizes: dict[Tier, int]

@@ -37,7 +37,8 @@ THINK_CLOSE_TEXT = "\n</think>"
 log = logging.getLogger(__name__)
 
 
-def make_job(state: RelayState, plan: SegmentPlan, request: RelayRequest, stream_interval: int) -> SegmentJob:
+def make_job(state: RelayState, plan: SegmentPlan, request: RelayRequest, stream_interval: int,
+             stream_block: int = 0) -> SegmentJob:
     """The segment job that continues ``state`` under ``plan`` (a pure rewrite)."""
     common = dict(
         request_id=state.request_id,
@@ -46,6 +47,7 @@ def make_job(state: RelayState, plan: SegmentPlan, request: RelayRequest, stream
         sampling=request.sampling,
         signals=plan.signals,
         stream_interval_tokens=stream_interval,
+        stream_block_tokens=stream_block,
     )
     if state.handoff is HandoffMode.TOKEN_IDS:
         return SegmentJob(prefix_token_ids=state.prompt_token_ids + state.output_token_ids, **common)
@@ -99,9 +101,6 @@ class RelayController:
         )
         planner = self._planner(infos, state) if policy.switches_tiers else None
         interval = self.limits.stream_interval_tokens if stream_text else 0
-        if planner is not None:
-            ahead = self.limits.prefill_ahead_interval_tokens
-            interval = min(interval, ahead) if interval else ahead
         max_segments = self.limits.max_segments or 2 * request.max_new_tokens + 16
         last_done = self._clock()
         with self.observer.request(state.request_id, request.policy) as observed_request:
@@ -110,7 +109,8 @@ class RelayController:
                     state = state.finish(FinishReason.MAX_SEGMENTS)
                     break
                 plan = policy.plan(state)
-                job = make_job(state, plan, request, interval)
+                job = make_job(state, plan, request, interval,
+                               planner.block_sizes.get(plan.tier.other, 0) if planner else 0)
                 with self.observer.segment(job, plan.tier, request.policy) as observed_segment:
                     result, streamed, streamed_ids = None, "", job.prefix_token_ids
                     self._prefill_ahead(planner, plan.tier.other, job, streamed_ids)
@@ -144,7 +144,8 @@ class RelayController:
         yield result
 
     def _planner(self, infos: Mapping[Tier, TierInfo], state: RelayState) -> PrefillAheadPlanner | None:
-        block_sizes = {tier: info.block_size for tier, info in infos.items()}
+        block_sizes = {tier: info.block_size for tier, info in infos.items()
+                       if tier in self.limits.prefill_ahead_tiers}
         if not self.limits.prefill_ahead or state.handoff is not HandoffMode.TOKEN_IDS or not any(
                 block_sizes.values()):
             return None

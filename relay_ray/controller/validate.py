@@ -21,7 +21,9 @@ class ControllerLimits:
     stream_interval_tokens: int = 8
     max_segments: int | None = None  # None: 2 * max_new_tokens + 16 per request
     prefill_ahead: bool = True  # warm the idle tier's prefix cache (controller/prefill_ahead.py)
-    prefill_ahead_interval_tokens: int = 8  # how often a generating tier reports its tokens
+    # Only the large tier by default: its delta prefill is the expensive one; warming the
+    # small one saves little and costs a call.
+    prefill_ahead_tiers: frozenset[Tier] = frozenset({Tier.LARGE})
 
 
 def validate_request(request: RelayRequest, limits: ControllerLimits) -> Policy:

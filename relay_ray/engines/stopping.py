@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from relay_ray.types import Commit, FinishReason, StopRule
+from relay_ray.types import Commit, FinishReason, SegmentJob, StopRule
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,3 +101,15 @@ class SegmentStopper:
             return True
         before = self.text[pos - 1] if pos > 0 else self._context_char
         return not before.isalnum()
+
+
+def delta_due(job: SegmentJob, prefix_len: int, emitted: int, generated: int) -> bool:
+    """Whether a streaming tier owes the controller a delta after ``generated`` tokens, the
+    last delta having covered ``emitted``: every ``stream_interval_tokens`` tokens, and
+    whenever the prefix plus the tokens reach a multiple of ``stream_block_tokens``."""
+    if generated <= emitted:
+        return False
+    interval, block = job.stream_interval_tokens, job.stream_block_tokens
+    if interval and generated - emitted >= interval:
+        return True
+    return bool(block) and (prefix_len + generated) // block > (prefix_len + emitted) // block

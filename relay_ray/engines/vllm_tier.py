@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from relay_ray.config import TierConfig
 from relay_ray.engines.detok import IncrementalDecoder
 from relay_ray.engines.signals import normalized_entropy, top_margin
-from relay_ray.engines.stopping import SegmentStopper, StopDecision
+from relay_ray.engines.stopping import SegmentStopper, StopDecision, delta_due
 from relay_ray.errors import RelayInputError
 from relay_ray.types import (
     FinishReason,
@@ -208,8 +208,7 @@ class VllmTierEngine:
                 if out.finished:
                     finish_reason = FinishReason.EOS if c.finish_reason == "stop" else FinishReason.LENGTH
                     break
-                interval = job.stream_interval_tokens
-                if interval and stopper.num_tokens - emitted >= interval:
+                if delta_due(job, len(prefix), emitted, stopper.num_tokens):
                     yield SegmentDelta(tuple(stopper.token_ids[emitted:]), stopper.text[len(stopper.kept_text(emitted)):])
                     emitted = stopper.num_tokens
         t_end = time.perf_counter()

@@ -215,6 +215,7 @@ def job_to_pb(job: SegmentJob) -> spb.SegmentJob:
         sampling=sampling_to_pb(job.sampling),
         signals=spb.Signals(logprob=job.signals.logprob, entropy=job.signals.entropy, margin=job.signals.margin),
         stream_interval_tokens=job.stream_interval_tokens, prefill_only=job.prefill_only,
+        stream_block_tokens=job.stream_block_tokens,
     )
     if job.prefix_text is not None:
         msg.prefix_text = job.prefix_text
@@ -231,6 +232,7 @@ def job_from_pb(msg: spb.SegmentJob) -> SegmentJob:
         sampling=sampling, prefix_token_ids=tuple(msg.prefix_token_ids.ids), prefix_text=text,
         signals=SignalRequest(msg.signals.logprob, msg.signals.entropy, msg.signals.margin),
         stream_interval_tokens=msg.stream_interval_tokens, prefill_only=msg.prefill_only,
+        stream_block_tokens=msg.stream_block_tokens,
     )
 
 

@@ -97,7 +97,7 @@ class Signals(_message.Message):
     def __init__(self, logprob: _Optional[bool] = ..., entropy: _Optional[bool] = ..., margin: _Optional[bool] = ...) -> None: ...
 
 class SegmentJob(_message.Message):
-    __slots__ = ("request_id", "segment_index", "prefix_token_ids", "prefix_text", "stop", "sampling", "signals", "stream_interval_tokens", "prefill_only")
+    __slots__ = ("request_id", "segment_index", "prefix_token_ids", "prefix_text", "stop", "sampling", "signals", "stream_interval_tokens", "prefill_only", "stream_block_tokens")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_INDEX_FIELD_NUMBER: _ClassVar[int]
     PREFIX_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +107,7 @@ class SegmentJob(_message.Message):
     SIGNALS_FIELD_NUMBER: _ClassVar[int]
     STREAM_INTERVAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
     PREFILL_ONLY_FIELD_NUMBER: _ClassVar[int]
+    STREAM_BLOCK_TOKENS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     segment_index: int
     prefix_token_ids: TokenIds
@@ -116,7 +117,8 @@ class SegmentJob(_message.Message):
     signals: Signals
     stream_interval_tokens: int
     prefill_only: bool
-    def __init__(self, request_id: _Optional[str] = ..., segment_index: _Optional[int] = ..., prefix_token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., prefix_text: _Optional[str] = ..., stop: _Optional[_Union[StopRule, _Mapping]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., signals: _Optional[_Union[Signals, _Mapping]] = ..., stream_interval_tokens: _Optional[int] = ..., prefill_only: _Optional[bool] = ...) -> None: ...
+    stream_block_tokens: int
+    def __init__(self, request_id: _Optional[str] = ..., segment_index: _Optional[int] = ..., prefix_token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., prefix_text: _Optional[str] = ..., stop: _Optional[_Union[StopRule, _Mapping]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., signals: _Optional[_Union[Signals, _Mapping]] = ..., stream_interval_tokens: _Optional[int] = ..., prefill_only: _Optional[bool] = ..., stream_block_tokens: _Optional[int] = ...) -> None: ...
 
 class TokenIds(_message.Message):
     __slots__ = ("ids",)

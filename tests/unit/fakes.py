@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 
-from relay_ray.engines.stopping import SegmentStopper
+from relay_ray.engines.stopping import SegmentStopper, delta_due
 from relay_ray.types import (
     FinishReason, PreparedPrompt, PromptInput, SegmentDelta, SegmentJob, SegmentResult, Tier, TierInfo,
     TokenSignals,
@@ -60,6 +60,7 @@ class ScriptedTier:
         start = len(prefix) - self.prompt_len
         stopper = SegmentStopper(job.stop, eos_token_ids=(EOS,))
         entropies, decision, finish = [], None, FinishReason.LENGTH  # LENGTH: the document ran out
+        emitted = 0
         for pos in range(start, len(self.doc)):
             token = self.doc[pos]
             entropy = self.entropies[pos] if pos < len(self.entropies) else 0.0
@@ -67,9 +68,9 @@ class ScriptedTier:
             decision = stopper.push(token, self.vocab[token] if token != EOS else "", entropy)
             if decision is not None:
                 break
-            if job.stream_interval_tokens and stopper.num_tokens % job.stream_interval_tokens == 0:
-                n = job.stream_interval_tokens
-                yield SegmentDelta(tuple(stopper.token_ids[-n:]), "")
+            if delta_due(job, len(prefix), emitted, stopper.num_tokens):
+                yield SegmentDelta(tuple(stopper.token_ids[emitted:]), "")
+                emitted = stopper.num_tokens
         kept = decision.num_kept_tokens if decision else stopper.num_tokens
         yield SegmentResult(
             token_ids=tuple(stopper.token_ids[:kept]), text=stopper.kept_text(kept),

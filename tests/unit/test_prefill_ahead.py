@@ -7,7 +7,8 @@ import asyncio
 from relay_ray.controller import RelayController, RelayResult
 from relay_ray.controller.prefill_ahead import PrefillAheadPlanner
 from relay_ray.controller.validate import ControllerLimits
-from relay_ray.types import PromptInput, RelayRequest, Tier
+from relay_ray.engines.stopping import delta_due
+from relay_ray.types import PromptInput, RelayRequest, SegmentJob, StopRule, Tier
 from tests.unit.fakes import ScriptedTier
 
 VOCAB = ["</s>", "Q: ", "a", " b", " c", " d"]
@@ -15,11 +16,11 @@ DOC = [2, 3, 4, 5] * 40  # 160 tokens, no EOS
 
 
 def _relay(block_size: int, prefill_ahead: bool = True, large_tokens: int = 8, small_tokens: int = 24,
-           max_new_tokens: int = 128):
+           max_new_tokens: int = 128, tiers=frozenset({Tier.LARGE})):
     large = ScriptedTier(Tier.LARGE, VOCAB, DOC, block_size=block_size)
     small = ScriptedTier(Tier.SMALL, VOCAB, DOC, block_size=block_size)
     controller = RelayController({Tier.LARGE: large, Tier.SMALL: small},
-                                 ControllerLimits(prefill_ahead=prefill_ahead, prefill_ahead_interval_tokens=4))
+                                 ControllerLimits(prefill_ahead=prefill_ahead, prefill_ahead_tiers=tiers))
     request = RelayRequest(PromptInput(text="Q: "), "fixed-ratio",
                            {"large_tokens": large_tokens, "small_tokens": small_tokens},
                            max_new_tokens=max_new_tokens)
@@ -32,6 +33,14 @@ def _relay(block_size: int, prefill_ahead: bool = True, large_tokens: int = 8, s
         return result
 
     return asyncio.run(go()), large, small
+
+
+def test_deltas_are_due_on_intervals_and_block_boundaries():
+    job = SegmentJob("r", 0, StopRule(64), stream_interval_tokens=0, stream_block_tokens=32)
+    assert not delta_due(job, 20, 0, 11) and delta_due(job, 20, 0, 12)  # 20 + 12 = one block
+    assert not delta_due(job, 20, 12, 13) and delta_due(job, 20, 12, 44)
+    job = SegmentJob("r", 0, StopRule(64), stream_interval_tokens=8)
+    assert not delta_due(job, 20, 0, 7) and delta_due(job, 20, 0, 8) and not delta_due(job, 20, 8, 8)
 
 
 def test_planner_sends_each_new_whole_block_once():
@@ -63,9 +72,15 @@ def test_idle_large_tier_is_prefilled_with_whole_blocks_of_the_small_tiers_token
     small_segments = {s.index for s in result.segments if s.tier is Tier.SMALL}
     assert {j.segment_index for j in warm} <= small_segments
     assert len(real) == 4
-    # With long large segments the small tier is the idle one that gets warmed.
-    _, _, small = _relay(block_size=16, large_tokens=24, small_tokens=8)
+    assert not any(j.prefill_only for j in small.jobs)  # only the large tier by default
+    # With long large segments the small tier is the idle one worth warming, if asked.
+    _, _, small = _relay(block_size=16, large_tokens=24, small_tokens=8,
+                         tiers=frozenset({Tier.LARGE, Tier.SMALL}))
     assert any(j.prefill_only for j in small.jobs)
+    # Deltas come exactly when a block of the idle tier completes: no warm job is late.
+    for job in large.jobs:
+        if job.prefill_only:
+            assert len(job.prefix_token_ids) % 16 == 0
 
 
 def test_no_prefill_ahead_when_turned_off_or_block_size_unknown():
