@@ -1,0 +1,70 @@
+"""A torch-only RelayLLM relay (batch 1, greedy) to check the caller right after training.
+
+Same rules as :mod:`relay_ray.policies.relayllm`: the caller writes until ``</call>`` or
+EOS; a well-formed ``<call>n</call>`` is removed and the large model writes ``n`` tokens;
+after ``max_calls`` commands the caller is no longer stopped. The served numbers come from
+``relay-ray eval``; this is the cheap estimate printed by the training script.
+"""
+
+from __future__ import annotations
+
+import re
+
+from relay_ray.models.greedy import extract_answer
+from relay_ray.models.sequences import encode_prompt
+
+_CALL_RE = re.compile(r"<call>\s*(\d+)\s*</call>\s*$")
+
+
+def _greedy(model, ids: list[int], max_new: int, stop_ids: list[int]) -> list[int]:
+    import torch
+
+    if max_new <= 0:
+        return []
+    with torch.no_grad():
+        out = model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             max_new_tokens=max_new, do_sample=False, eos_token_id=stop_ids,
+                             pad_token_id=stop_ids[0])
+    return out[0, len(ids):].tolist()
+
+
+def relayllm_generate(caller, large, tokenizer, prompt: str, max_new_tokens: int = 400,
+                      max_calls: int = 32) -> tuple[str, int, int, int]:
+    """(text, large tokens, small tokens, calls) of one relayed greedy answer."""
+    eos = tokenizer.eos_token_id
+    call_open, call_close = tokenizer.convert_tokens_to_ids(["<call>", "</call>"])
+    prompt_ids = encode_prompt(tokenizer, prompt)
+    out: list[int] = []
+    large_tokens = small_tokens = calls = 0
+    while len(out) < max_new_tokens:
+        stops = [eos, call_close] if calls < max_calls else [eos]
+        seg = _greedy(caller, prompt_ids + out, max_new_tokens - len(out), stops)
+        match = _CALL_RE.search(tokenizer.decode(seg)) if seg and seg[-1] == call_close else None
+        if seg and seg[-1] == call_close:
+            calls += 1
+        if match is None:  # EOS, budget, or a malformed command (kept as text, like the policy)
+            out += seg
+            small_tokens += len(seg)
+            if not seg or seg[-1] != call_close:
+                break
+            continue
+        kept = seg[:seg.index(call_open)] if call_open in seg else seg
+        out += kept
+        small_tokens += len(kept)
+        written = _greedy(large, prompt_ids + out, min(int(match.group(1)), max_new_tokens - len(out)), [eos])
+        out += written
+        large_tokens += len(written)
+        if written and written[-1] == eos:
+            break
+    return tokenizer.decode(out, skip_special_tokens=True), large_tokens, small_tokens, calls
+
+
+def relayllm_accuracy(caller, large, tokenizer, problems) -> dict:
+    right = large_tokens = total = calls = 0
+    for p in problems:
+        text, lg, sm, c = relayllm_generate(caller, large, tokenizer, p.prompt)
+        right += extract_answer(text) == str(p.answer)
+        large_tokens, total, calls = large_tokens + lg, total + lg + sm, calls + c
+    n = max(len(problems), 1)
+    return {"problems": len(problems), "accuracy": right / n, "large_share": large_tokens / max(total, 1),
+            "calls_per_problem": calls / n}

@@ -1,0 +1,1 @@
+"""Quality: evaluation harness and calibration of relay policies."""
