@@ -46,6 +46,12 @@ def _add_policy_args(parser: argparse.ArgumentParser) -> None:
 
 def _policy_params(args: argparse.Namespace) -> dict:
     params = {}
+    if getattr(args, "cues_file", None):
+        if args.policy != "relaygen":
+            raise RelayInputError("--cues-file", f"applies to relaygen, not {args.policy or 'the default'}")
+        from relay_ray.quality.runs import load_cue_file
+
+        params["cues"] = list(load_cue_file(args.cues_file))
     for field_name, (policies, _) in _policy_fields().items():
         value = getattr(args, f"param_{field_name}")
         if value is None:
@@ -193,6 +199,18 @@ def cmd_tier_server(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from relay_ray.quality.command import run
+
+    return run(args)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from relay_ray.quality.calibrate_command import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="relay-ray",
@@ -226,10 +244,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the whole response as JSON")
     p.add_argument("--no-color", action="store_true")
     p.add_argument("--timeout-s", type=float, default=600.0)
+    p.add_argument("--cues-file", default=None, help="relaygen: cues from `relay-ray calibrate relaygen`")
     _add_policy_args(p)
     p.set_defaults(func=cmd_generate)
 
     bench_command.add_parser(sub)
+
+    from relay_ray.quality.calibrate_command import add_arguments as add_calibrate_arguments
+    from relay_ray.quality.command import add_arguments as add_eval_arguments
+
+    p = sub.add_parser("eval", help="accuracy, large share, switches and latency of policies on a JSONL dataset")
+    add_eval_arguments(p)
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("calibrate", help="calibrate relaygen cues or the rstitch threshold on a dataset")
+    add_calibrate_arguments(p)
+    p.set_defaults(func=_calibrate)
 
     p = sub.add_parser("tier-server", help="serve one tier engine over gRPC SegmentService")
     p.add_argument("--model", required=True, help="model folder")
