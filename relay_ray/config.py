@@ -95,7 +95,10 @@ class ControllerConfig(_Strict):
     max_new_tokens_limit: int = Field(4096, ge=1, description="largest max_new_tokens a request may ask")
     stream_interval_tokens: int = Field(8, ge=1, description="tokens per streamed text delta")
     default_policy: str = Field("relaygen", description="policy used when a request names none")
-    transport: Literal["handle", "grpc"] = Field("handle", description="how the controller reaches tiers")
+    transport: Literal["direct", "handle", "grpc"] = Field(
+        "direct", description="how the controller reaches tiers: 'direct' routes a request's first segment "
+        "per tier through Serve, the rest straight to that replica's gRPC endpoint (fastest, measured); "
+        "'handle' always through Serve; 'grpc' to fixed SegmentService endpoints outside Serve")
     prefill_ahead: bool = Field(True, description="warm the idle tier's prefix cache while the other generates")
     large_endpoints: tuple[str, ...] = Field((), description="grpc transport: host:port of large tiers")
     small_endpoints: tuple[str, ...] = Field((), description="grpc transport: host:port of small tiers")

@@ -177,6 +177,7 @@ class SegmentResult:
     signals: TokenSignals = TokenSignals()
     timing: SegmentTiming = SegmentTiming()
     replica_id: str = ""
+    endpoint: str = ""  # host:port where that replica serves SegmentService directly, if it does
 
 
 @dataclass(frozen=True, slots=True)

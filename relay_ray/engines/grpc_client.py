@@ -55,7 +55,7 @@ class GrpcTierClient:
                 return await getattr(stub, method)(msg, timeout=self.timeout_s)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in _RETRYABLE:
-                    raise _as_error(exc) from None
+                    raise as_error(exc) from None
                 last = exc
         raise TierUnavailableError(f"no tier endpoint answered {method}: {last.details() if last else ''}")
 
@@ -71,12 +71,13 @@ class GrpcTierClient:
                 return
             except grpc.aio.AioRpcError as exc:
                 if started or exc.code() not in _RETRYABLE:
-                    raise _as_error(exc) from None
+                    raise as_error(exc) from None
                 last = exc
         raise TierUnavailableError(f"no tier endpoint answered RunSegment: {last.details() if last else ''}")
 
 
-def _as_error(exc: grpc.aio.AioRpcError) -> Exception:
+def as_error(exc: grpc.aio.AioRpcError) -> Exception:
+    """A failed tier call as the controller's error types (bad job vs. tier unavailable)."""
     from relay_ray.errors import RelayInputError
 
     if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:

@@ -24,7 +24,7 @@ class HandleTierClient:
         return await self._handle.prepare.remote(prompt)
 
     async def stream_segment(self, job: SegmentJob) -> AsyncIterator[SegmentDelta | SegmentResult]:
-        if job.stream_interval_tokens <= 0:  # one response: cheaper than a streaming call
+        if job.stream_interval_tokens <= 0 and job.stream_block_tokens <= 0:  # one response: cheaper
             yield await self._handle.options(session_id=job.request_id).run_segment.remote(job)
             return
         async for item in self._stream.options(session_id=job.request_id).stream_segment.remote(job):

@@ -246,7 +246,7 @@ def update_to_pb(item: SegmentDelta | SegmentResult) -> spb.SegmentUpdate:
         num_dropped_tokens=item.num_dropped_tokens, num_prompt_tokens=item.num_prompt_tokens,
         num_cached_tokens=item.num_cached_tokens,
         signals=spb.TokenSignals(logprob=sig.logprob, entropy=sig.entropy, margin=sig.margin),
-        timing=timing_to_pb(item.timing), replica_id=item.replica_id,
+        timing=timing_to_pb(item.timing), replica_id=item.replica_id, endpoint=item.endpoint,
     ))
 
 
@@ -260,7 +260,7 @@ def update_from_pb(msg: spb.SegmentUpdate) -> SegmentDelta | SegmentResult:
         num_dropped_tokens=r.num_dropped_tokens, num_prompt_tokens=r.num_prompt_tokens,
         num_cached_tokens=r.num_cached_tokens,
         signals=TokenSignals(tuple(r.signals.logprob), tuple(r.signals.entropy), tuple(r.signals.margin)),
-        timing=timing_from_pb(r.timing), replica_id=r.replica_id,
+        timing=timing_from_pb(r.timing), replica_id=r.replica_id, endpoint=r.endpoint,
     )
 
 

@@ -16,7 +16,8 @@ from relay_ray.v1 import segment_pb2_grpc as spb_grpc
 
 
 class SegmentServicer(spb_grpc.SegmentServiceServicer):
-    """Serves a :class:`~relay_ray.engines.vllm_tier.VllmTierEngine` (or anything with its API)."""
+    """Serves a :class:`~relay_ray.engines.vllm_tier.VllmTierEngine`, or anything with its
+    ``describe``/``prepare``/``stream_segment`` (a Serve tier replica serves itself this way)."""
 
     def __init__(self, engine) -> None:
         self.engine = engine
@@ -31,12 +32,20 @@ class SegmentServicer(spb_grpc.SegmentServiceServicer):
             await context.abort(*status_for(exc))
 
     async def RunSegment(self, request, context):
+        from opentelemetry import context as otel_context
+        from opentelemetry.propagate import extract
+
         try:
             job = convert.job_from_pb(request)
         except Exception as exc:
             await context.abort(*status_for(exc))
-        async for item in self.engine.stream_segment(job):
-            yield convert.update_to_pb(item)
+        # Continue the caller's trace (W3C traceparent in the metadata), as Serve handles do.
+        token = otel_context.attach(extract(dict(context.invocation_metadata() or ())))
+        try:
+            async for item in self.engine.stream_segment(job):
+                yield convert.update_to_pb(item)
+        finally:
+            otel_context.detach(token)
 
 
 async def start_segment_server(engine, host: str = "127.0.0.1", port: int = 0) -> tuple[grpc.aio.Server, int]:

@@ -6,6 +6,7 @@ Options (replicas, resources, routing) are set by :mod:`relay_ray.serve.builder`
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 from ray import serve
 
@@ -13,6 +14,7 @@ from relay_ray.autoscale.policy import INFLIGHT_METRIC, TOKENS_METRIC
 from relay_ray.autoscale.rates import SlidingRate
 from relay_ray.config import ControllerConfig, TierConfig
 from relay_ray.controller import ControllerLimits, RelayController, RelayResult
+from relay_ray.engines.direct_client import DirectTierClient
 from relay_ray.engines.grpc_client import GrpcTierClient
 from relay_ray.engines.handle_client import HandleTierClient
 from relay_ray.engines.vllm_tier import VllmTierEngine
@@ -36,6 +38,18 @@ class TierServer:
         await self.engine.start()
         self._inflight = 0
         self._decoded = SlidingRate(window_s=10.0)
+        self.endpoint = await self._serve_direct()
+
+    async def _serve_direct(self) -> str:
+        """Also serve SegmentService on this node's IP (transport 'direct': a controller
+        reaches this replica without a Serve handle once it knows the endpoint)."""
+        from ray.util import get_node_ip_address
+
+        from relay_ray.rpc.segment_server import start_segment_server
+
+        host = get_node_ip_address()
+        self._grpc_server, port = await start_segment_server(self, host, 0)
+        return f"{host}:{port}"
 
     def _finished(self, job: SegmentJob, result: SegmentResult) -> None:
         if job.prefill_only:
@@ -68,6 +82,7 @@ class TierServer:
             with trace.get_tracer("relay_ray").start_as_current_span(span_name) as span:
                 async for item in self.engine.stream_segment(job):
                     if isinstance(item, SegmentResult):
+                        item = replace(item, endpoint=self.endpoint)
                         self._finished(job, item)
                         span.set_attributes({"relay.replica": item.replica_id, "relay.new_tokens": len(item.token_ids),
                                              "relay.cached_prefix_tokens": item.num_cached_tokens})
@@ -95,6 +110,9 @@ class RelayIngress:
         cfg = ControllerConfig.model_validate(config)
         if cfg.transport == "grpc":
             tiers = {Tier.LARGE: GrpcTierClient(cfg.large_endpoints), Tier.SMALL: GrpcTierClient(cfg.small_endpoints)}
+        elif cfg.transport == "direct":
+            tiers = {Tier.LARGE: DirectTierClient(HandleTierClient(large)),
+                     Tier.SMALL: DirectTierClient(HandleTierClient(small))}
         else:
             tiers = {Tier.LARGE: HandleTierClient(large), Tier.SMALL: HandleTierClient(small)}
         limits = ControllerLimits(max_new_tokens=cfg.max_new_tokens_limit,

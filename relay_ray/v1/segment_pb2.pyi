@@ -137,7 +137,7 @@ class TokenSignals(_message.Message):
     def __init__(self, logprob: _Optional[_Iterable[float]] = ..., entropy: _Optional[_Iterable[float]] = ..., margin: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class SegmentResult(_message.Message):
-    __slots__ = ("token_ids", "text", "finish_reason", "text_offsets", "matched_stop", "num_dropped_tokens", "num_prompt_tokens", "num_cached_tokens", "signals", "timing", "replica_id")
+    __slots__ = ("token_ids", "text", "finish_reason", "text_offsets", "matched_stop", "num_dropped_tokens", "num_prompt_tokens", "num_cached_tokens", "signals", "timing", "replica_id", "endpoint")
     TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
@@ -149,6 +149,7 @@ class SegmentResult(_message.Message):
     SIGNALS_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     token_ids: _containers.RepeatedScalarFieldContainer[int]
     text: str
     finish_reason: _common_pb2.FinishReason
@@ -160,7 +161,8 @@ class SegmentResult(_message.Message):
     signals: TokenSignals
     timing: _common_pb2.SegmentTiming
     replica_id: str
-    def __init__(self, token_ids: _Optional[_Iterable[int]] = ..., text: _Optional[str] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., text_offsets: _Optional[_Iterable[int]] = ..., matched_stop: _Optional[str] = ..., num_dropped_tokens: _Optional[int] = ..., num_prompt_tokens: _Optional[int] = ..., num_cached_tokens: _Optional[int] = ..., signals: _Optional[_Union[TokenSignals, _Mapping]] = ..., timing: _Optional[_Union[_common_pb2.SegmentTiming, _Mapping]] = ..., replica_id: _Optional[str] = ...) -> None: ...
+    endpoint: str
+    def __init__(self, token_ids: _Optional[_Iterable[int]] = ..., text: _Optional[str] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., text_offsets: _Optional[_Iterable[int]] = ..., matched_stop: _Optional[str] = ..., num_dropped_tokens: _Optional[int] = ..., num_prompt_tokens: _Optional[int] = ..., num_cached_tokens: _Optional[int] = ..., signals: _Optional[_Union[TokenSignals, _Mapping]] = ..., timing: _Optional[_Union[_common_pb2.SegmentTiming, _Mapping]] = ..., replica_id: _Optional[str] = ..., endpoint: _Optional[str] = ...) -> None: ...
 
 class SegmentDelta(_message.Message):
     __slots__ = ("token_ids", "text")
