@@ -7,6 +7,7 @@
   processes on the same cores).
 - ``large x2 + spec``: the same with vLLM speculative decoding inside each replica, the
   small model as the draft.
+- ``relay + spec``: both at once: the relay, its large tier decoding speculatively.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ def targets_for(pair: str, config: RelayConfig, peers: bool = True, speculative:
         targets.append(Target(f"{pair} large x2 + spec", spec, [LARGE_ONLY],
                               f"large-only + draft-model speculative decoding (k={speculative_tokens}), "
                               f"2 replicas, cores {cores[0]} and {cores[1]}"))
+        both = config.model_copy(update={"large": config.large.model_copy(update={"speculative": draft})})
+        targets.append(Target(f"{pair} relay + spec", both, [LARGE_ONLY, SMALL_ONLY, *relay_matrix()],
+                              f"relay whose large tier also decodes speculatively (draft: the small model, "
+                              f"k={speculative_tokens}); large on core {cores[0]}, small on core {cores[1]}"))
     return targets
 
 

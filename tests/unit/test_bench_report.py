@@ -57,7 +57,8 @@ def _config() -> RelayConfig:
 
 
 def test_peers_use_the_same_two_cores_as_the_relay():
-    relay, x2, spec = targets_for("bench", _config())
+    relay, x2, spec, both = targets_for("bench", _config())
+    assert both.is_relay and both.config.large.speculative.model == "S" and both.config.small.speculative is None
     assert relay.is_relay and not x2.is_relay
     assert x2.config.large.num_replicas == 2
     assert [x2.config.large.for_replica(r).cpu_threads_bind for r in range(2)] == ["0", "1"]
