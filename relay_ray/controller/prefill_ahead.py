@@ -22,15 +22,22 @@ from relay_ray.types import SegmentJob, StopRule, Tier
 class PrefillAheadPlanner:
     """Per request: how far each tier's prefix cache is known to reach, in tokens.
 
-    ``block_sizes`` maps each tier to warm to its KV block size; other tiers are never warmed.
+    ``block_sizes`` maps tiers to their KV block size (0: never warmed). ``stream_tiers`` are
+    warmed while the other tier generates (it streams its tokens at their block boundaries);
+    any tier may be warmed with the prompt.
     """
 
     block_sizes: dict[Tier, int]
+    stream_tiers: frozenset[Tier] = frozenset({Tier.LARGE})
     cached_tokens: dict[Tier, int] = field(default_factory=lambda: {Tier.LARGE: 0, Tier.SMALL: 0})
 
     def ran(self, tier: Tier, num_computed_tokens: int) -> None:
         """``tier`` computed the KV of the first ``num_computed_tokens`` tokens (a segment)."""
         self._advance(tier, num_computed_tokens)
+
+    def stream_block(self, tier: Tier) -> int:
+        """Block size at which the tier generating now must report, to warm ``tier`` (0: never)."""
+        return self.block_sizes.get(tier, 0) if tier in self.stream_tiers else 0
 
     def warm_length(self, tier: Tier, prefix_len: int) -> int:
         """Prefix length to prefill on ``tier`` now (a multiple of its block size), or 0 when

@@ -110,10 +110,13 @@ class RelayController:
                     break
                 plan = policy.plan(state)
                 job = make_job(state, plan, request, interval,
-                               planner.block_sizes.get(plan.tier.other, 0) if planner else 0)
+                               planner.stream_block(plan.tier.other) if planner else 0)
                 with self.observer.segment(job, plan.tier, request.policy) as observed_segment:
                     result, streamed, streamed_ids = None, "", job.prefix_token_ids
-                    self._prefill_ahead(planner, plan.tier.other, job, streamed_ids)
+                    if planner is not None and (job.segment_index == 0 or job.stream_block_tokens):
+                        # The prompt (first segment) is worth warming on either tier: the idle
+                        # one prefills it on its own core while the other tier prefills too.
+                        self._prefill_ahead(planner, plan.tier.other, job, streamed_ids)
                     called = self._clock()
                     async for item in self._run(plan.tier, job):
                         if isinstance(item, SegmentResult):
@@ -144,12 +147,11 @@ class RelayController:
         yield result
 
     def _planner(self, infos: Mapping[Tier, TierInfo], state: RelayState) -> PrefillAheadPlanner | None:
-        block_sizes = {tier: info.block_size for tier, info in infos.items()
-                       if tier in self.limits.prefill_ahead_tiers}
+        block_sizes = {tier: info.block_size for tier, info in infos.items()}
         if not self.limits.prefill_ahead or state.handoff is not HandoffMode.TOKEN_IDS or not any(
                 block_sizes.values()):
             return None
-        return PrefillAheadPlanner(block_sizes)
+        return PrefillAheadPlanner(block_sizes, self.limits.prefill_ahead_tiers)
 
     def _prefill_ahead(self, planner: PrefillAheadPlanner | None, tier: Tier, job: SegmentJob,
                        prefix_token_ids: tuple[int, ...]) -> None:

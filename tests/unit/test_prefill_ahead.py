@@ -110,3 +110,22 @@ def test_single_tier_policies_never_warm_the_other_tier():
     for policy in ("small-only", "large-only"):
         asyncio.run(go(policy))
     assert not any(j.prefill_only or j.stream_interval_tokens for j in large.jobs + small.jobs)
+
+
+def test_the_prompt_is_prefilled_on_the_idle_small_tier_once():
+    prompt = "Q: " + "a b" * 20  # 41 tokens: two whole 16-token blocks
+    large = ScriptedTier(Tier.LARGE, VOCAB, DOC, block_size=16, prompt=prompt)
+    small = ScriptedTier(Tier.SMALL, VOCAB, DOC, block_size=16, prompt=prompt)
+    controller = RelayController({Tier.LARGE: large, Tier.SMALL: small})
+    request = RelayRequest(PromptInput(text=prompt), "fixed-ratio", {"large_tokens": 8, "small_tokens": 24},
+                           max_new_tokens=96)
+
+    async def go() -> None:
+        async for _ in controller.generate(request):
+            pass
+        await asyncio.gather(*controller._background)
+
+    asyncio.run(go())
+    warm_small = [j for j in small.jobs if j.prefill_only]
+    assert [len(j.prefix_token_ids) for j in warm_small] == [32]
+    assert warm_small[0].segment_index == 0
