@@ -38,7 +38,7 @@ _TIER_FROM_PB = {v: k for k, v in _TIER_TO_PB.items()}
 # oneof field name in PolicySpec.params -> policy registry name
 _PARAMS_FIELD_TO_POLICY = {
     "large_only": "large-only", "small_only": "small-only", "fixed_ratio": "fixed-ratio",
-    "relaygen": "relaygen", "rstitch": "rstitch", "relayllm": "relayllm",
+    "relaygen": "relaygen", "rstitch": "rstitch", "relayllm": "relayllm", "random": "random",
 }
 
 
