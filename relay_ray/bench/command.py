@@ -174,6 +174,9 @@ def _markdown(args, rows, cpu_rows, mem_rows, growth_md, placements, elapsed_min
         "", "### Latency, efficiency, throughput", report.latency_table(rows),
         "", "### Handoffs (ms; extra = handoff minus one decode step of the receiving tier)",
         report.handoff_table(rows),
+        "", "### Relay vs large-only on the same two cores",
+        *[report.throughput_table(rows, name) for name in dict.fromkeys(r.target for r in rows)
+          if report.throughput_table(rows, name)],
         "", "### Controller CPU per segment (micro-benchmark, no engines)", controller_cpu.table(cpu_rows),
         "", "### Memory (resident, per component)", memory.table(mem_rows),
     ]

@@ -81,3 +81,14 @@ def test_controller_cpu_micro_benchmark_counts_segments():
     for r in rows:
         assert r.num_segments >= 5 * 2  # every policy switches at least once per request here
         assert r.controller_cpu_ms_per_segment > 0
+
+
+def test_throughput_table_pairs_relay_rows_with_the_two_core_peer():
+    large, small = report.TierCost(40.0, 100.0), report.TierCost(4.0, 20.0)
+    base = Run(LARGE_ONLY, 16, [_sample(1000.0, 32, 0)] * 4, 2.0)
+    relay = Run(fixed_ratio(0.25, 32), 16, [_sample(400.0, 8, 24)] * 4, 1.0)
+    rows = [report.summarize("bench", relay, large, small, base),
+            report.summarize("bench large x2", base, large, small, base)]
+    table = report.throughput_table(rows, "bench")
+    assert "2.00x" in table  # 128 tok/s vs 64 tok/s
+    assert report.throughput_table(rows, "demo") == ""
