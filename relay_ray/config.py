@@ -66,6 +66,9 @@ class TierConfig(_Strict):
     num_cpus: float = Field(0.0, ge=0, description="Ray CPUs reserved per replica")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per replica; fractions pack replicas on a GPU")
     max_ongoing_requests: int = Field(64, ge=1, description="segment jobs in flight per replica")
+    request_router: Literal["affinity", "balanced"] = Field(
+        "affinity", description="affinity: a request's segments stay on one replica (prefix cache); "
+        "balanced: Serve's default power-of-two-choices (single-segment workloads)")
     autoscaling: TierScalingParams | None = Field(
         None, description="scale this tier on its own demand (replaces num_replicas)")
     speculative: SpeculativeConfig | None = Field(None, description="vLLM speculative decoding in this tier")

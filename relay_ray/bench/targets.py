@@ -2,9 +2,8 @@
 
 - ``relay``: the config as given (large tier on one core, small tier on the other);
   large-only, small-only and the fixed-ratio relay patterns run here.
-- ``large x2``: large-only vLLM on the same two cores (two replicas, one core each;
-  on this build two replicas beat tensor parallelism, which the CPU backend runs over
-  processes on the same cores).
+- ``large x2``: large-only vLLM on the same two cores (two replicas, one core each, Serve's
+  load-balancing router; docs/benchmarks.md compares this with tensor parallelism).
 - ``large x2 + spec``: the same with vLLM speculative decoding inside each replica, the
   small model as the draft.
 - ``relay + spec``: both at once: the relay, its large tier decoding speculatively.
@@ -44,9 +43,9 @@ def targets_for(pair: str, config: RelayConfig, peers: bool = True, speculative:
     if not peers:
         return targets
     x2 = config.model_copy(update={"large": config.large.model_copy(
-        update={"num_replicas": 2, "cpu_threads_bind_by_replica": cores})})
+        update={"num_replicas": 2, "cpu_threads_bind_by_replica": cores, "request_router": "balanced"})})
     targets.append(Target(f"{pair} large x2", x2, [LARGE_ONLY],
-                          f"large-only: 2 replicas, cores {cores[0]} and {cores[1]}"))
+                          f"large-only: 2 replicas (one core each: {cores[0]}, {cores[1]}), balanced routing"))
     if speculative:
         draft = SpeculativeConfig(method="draft", model=config.small.model,
                                   num_speculative_tokens=speculative_tokens)

@@ -38,7 +38,7 @@ def tier_deployment_options(tier: Tier, cfg: TierConfig) -> dict:
         # VLLM_CONFIGURE_LOGGING=0: vLLM must not replace the logging config Serve set up.
         "ray_actor_options": {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus,
                               "runtime_env": {"env_vars": {"VLLM_CONFIGURE_LOGGING": "0"}}},
-        "request_router_config": AFFINITY_ROUTER,
+        **({"request_router_config": AFFINITY_ROUTER} if cfg.request_router == "affinity" else {}),
         "health_check_timeout_s": 120,
         "graceful_shutdown_timeout_s": 30,
     }

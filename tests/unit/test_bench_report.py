@@ -60,7 +60,8 @@ def test_peers_use_the_same_two_cores_as_the_relay():
     relay, x2, spec, both = targets_for("bench", _config())
     assert both.is_relay and both.config.large.speculative.model == "S" and both.config.small.speculative is None
     assert relay.is_relay and not x2.is_relay
-    assert x2.config.large.num_replicas == 2
+    assert x2.config.large.num_replicas == 2 and x2.config.large.request_router == "balanced"
+    assert relay.config.large.request_router == "affinity"
     assert [x2.config.large.for_replica(r).cpu_threads_bind for r in range(2)] == ["0", "1"]
     assert spec.config.large.speculative.model == "S"
     assert spec.config.large.speculative.engine_config() == {"model": "S", "num_speculative_tokens": 4}
@@ -92,3 +93,13 @@ def test_throughput_table_pairs_relay_rows_with_the_two_core_peer():
     table = report.throughput_table(rows, "bench")
     assert "2.00x" in table  # 128 tok/s vs 64 tok/s
     assert report.throughput_table(rows, "demo") == ""
+
+
+def test_tier_router_option_reaches_the_deployment():
+    from relay_ray.serve.builder import tier_deployment_options
+    from relay_ray.types import Tier
+
+    affinity = tier_deployment_options(Tier.LARGE, TierConfig(model="L"))
+    balanced = tier_deployment_options(Tier.LARGE, TierConfig(model="L", request_router="balanced"))
+    assert "ConsistentHashRouter" in affinity["request_router_config"]["request_router_class"]
+    assert "request_router_config" not in balanced
