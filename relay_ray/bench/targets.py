@@ -2,8 +2,9 @@
 
 - ``relay``: the config as given (large tier on one core, small tier on the other);
   large-only, small-only and the fixed-ratio relay patterns run here.
-- ``large x2``: large-only vLLM on the same two cores (two replicas, one core each, Serve's
-  load-balancing router; docs/benchmarks.md compares this with tensor parallelism).
+- ``large tp2`` and ``large x2``: large-only vLLM on the same two cores, tensor parallel
+  over both, or two replicas of one core each behind Serve's load-balancing router; the
+  throughput comparison takes the faster of the two at each concurrency.
 - ``large x2 + spec``: the same with vLLM speculative decoding inside each replica, the
   small model as the draft.
 - ``relay + spec``: both at once: the relay, its large tier decoding speculatively.
@@ -44,6 +45,10 @@ def targets_for(pair: str, config: RelayConfig, peers: bool = True, speculative:
         return targets
     x2 = config.model_copy(update={"large": config.large.model_copy(
         update={"num_replicas": 2, "cpu_threads_bind_by_replica": cores, "request_router": "balanced"})})
+    tp2 = config.model_copy(update={"large": config.large.model_copy(
+        update={"tensor_parallel_size": 2, "cpu_threads_bind": f"{cores[0]}|{cores[1]}"})})
+    targets.append(Target(f"{pair} large tp2", tp2, [LARGE_ONLY],
+                          f"large-only: 1 replica, tensor parallel over cores {cores[0]} and {cores[1]}"))
     targets.append(Target(f"{pair} large x2", x2, [LARGE_ONLY],
                           f"large-only: 2 replicas (one core each: {cores[0]}, {cores[1]}), balanced routing"))
     if speculative:

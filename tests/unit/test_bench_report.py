@@ -57,7 +57,8 @@ def _config() -> RelayConfig:
 
 
 def test_peers_use_the_same_two_cores_as_the_relay():
-    relay, x2, spec, both = targets_for("bench", _config())
+    relay, tp2, x2, spec, both = targets_for("bench", _config())
+    assert tp2.config.large.tensor_parallel_size == 2 and tp2.config.large.cpu_threads_bind == "0|1"
     assert both.is_relay and both.config.large.speculative.model == "S" and both.config.small.speculative is None
     assert relay.is_relay and not x2.is_relay
     assert x2.config.large.num_replicas == 2 and x2.config.large.request_router == "balanced"
@@ -88,10 +89,12 @@ def test_throughput_table_pairs_relay_rows_with_the_two_core_peer():
     large, small = report.TierCost(40.0, 100.0), report.TierCost(4.0, 20.0)
     base = Run(LARGE_ONLY, 16, [_sample(1000.0, 32, 0)] * 4, 2.0)
     relay = Run(fixed_ratio(0.25, 32), 16, [_sample(400.0, 8, 24)] * 4, 1.0)
+    slower = Run(LARGE_ONLY, 16, [_sample(1000.0, 32, 0)] * 4, 4.0)
     rows = [report.summarize("bench", relay, large, small, base),
-            report.summarize("bench large x2", base, large, small, base)]
+            report.summarize("bench large x2", base, large, small, base),
+            report.summarize("bench large tp2", slower, large, small, base)]
     table = report.throughput_table(rows, "bench")
-    assert "2.00x" in table  # 128 tok/s vs 64 tok/s
+    assert "2.00x" in table and "large x2" in table  # 128 tok/s vs the faster peer's 64 tok/s
     assert report.throughput_table(rows, "demo") == ""
 
 
