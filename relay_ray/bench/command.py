@@ -40,6 +40,8 @@ def add_parser(sub) -> None:
     p.add_argument("--spec-pairs", nargs="*", default=["demo"],
                    help="pairs that get the speculative-decoding peer (default: demo)")
     p.add_argument("--no-prefill-ahead", action="store_true", help="turn prefill-ahead off (ablation)")
+    p.add_argument("--transport", choices=["direct", "handle"], default=None,
+                   help="override the controller's transport (ablation; default: the config's)")
     p.add_argument("--memory-requests", type=int, default=1000,
                    help="sequential requests of the memory-growth check (0: skip)")
     p.add_argument("--memory-pair", default="demo", help="pair the memory-growth check runs on")
@@ -90,9 +92,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         for name, _ in pairs:
             config = files[name].relay
-            if args.no_prefill_ahead:
-                config = config.model_copy(update={"controller": config.controller.model_copy(
-                    update={"prefill_ahead": False})})
+            overrides = {"prefill_ahead": False} if args.no_prefill_ahead else {}
+            if args.transport:
+                overrides["transport"] = args.transport
+            if overrides:
+                config = config.model_copy(update={"controller": config.controller.model_copy(update=overrides)})
             spec = not args.no_spec and name in args.spec_pairs
             costs: dict[int, tuple] = {}
             baselines: dict[int, object] = {}
