@@ -100,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
             spec = not args.no_spec and name in args.spec_pairs
             costs: dict[int, tuple] = {}
             baselines: dict[int, object] = {}
-            for target in targets_for(name, config, peers=not args.no_peers, speculative=spec):
+            targets = targets_for(name, config, peers=not args.no_peers, speculative=spec)
+            for target in targets:
                 print(f"[bench] deploying {target.name} ({target.placement}) ...", file=sys.stderr, flush=True)
                 deploy(target)
                 placements.append((target.name, target.placement))
@@ -127,8 +128,8 @@ def run(args: argparse.Namespace) -> int:
                         for r in runs.values():
                             rows.append(report.summarize(target.name, r, *costs[c], baselines[c]))
                     mem_rows += [(target.name, m) for m in memory.measure(APP_NAME)]
-                    if target.is_relay and name == args.memory_pair and args.memory_requests > 0:
-                        growth_md = _memory_growth(client, name, args.memory_requests)
+                    if target is targets[0] and name == args.memory_pair and args.memory_requests > 0:
+                        growth_md = _memory_growth(client, target.name, args.memory_requests)
     finally:
         stop_local()
     elapsed_min = (time.time() - started) / 60.0
@@ -172,8 +173,8 @@ def _markdown(args, rows, cpu_rows, mem_rows, growth_md, placements, elapsed_min
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     parts = [
         f"Command: `relay-ray bench {' '.join(sys.argv[2:]) if sys.argv[1:2] == ['bench'] else ''}`".rstrip(),
-        f"Machine: {machine}. Run took {elapsed_min:.1f} min. Every request writes {args.max_new_tokens} "
-        "tokens (EOS ignored); ideal, efficiency and speedup are defined in relay_ray/bench/report.py.",
+        (f"Machine: {machine}. Run took {elapsed_min:.1f} min. Every request writes {args.max_new_tokens} "
+         "tokens (EOS ignored); ideal, efficiency and speedup are defined in relay_ray/bench/report.py."),
         "", "Placement:", *[f"- {name}: {where}" for name, where in placements],
         "", "### Latency, efficiency, throughput", report.latency_table(rows),
         "", "### Handoffs (ms; extra = handoff minus one decode step of the receiving tier)",

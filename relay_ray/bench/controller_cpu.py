@@ -16,10 +16,17 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from relay_ray.controller import RelayController
-from relay_ray.engines.stopping import SegmentStopper
 from relay_ray.controller.events import RelayResult
+from relay_ray.engines.stopping import SegmentStopper
 from relay_ray.types import (
-    FinishReason, PreparedPrompt, PromptInput, RelayRequest, SegmentResult, Tier, TierInfo, TokenSignals,
+    FinishReason,
+    PreparedPrompt,
+    PromptInput,
+    RelayRequest,
+    SegmentResult,
+    Tier,
+    TierInfo,
+    TokenSignals,
 )
 
 WORDS = (" So", " the", " sum", " is", " 42", ".", " Now", " compute", " 7", " times", " 6", ",",

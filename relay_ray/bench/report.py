@@ -17,6 +17,7 @@ Definitions (all from runs in the same bench invocation, same target, same concu
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import asdict, dataclass
 
@@ -27,7 +28,7 @@ def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 @dataclass(frozen=True)
@@ -112,12 +113,15 @@ def summarize(target: str, run: Run, large: TierCost, small: TierCost, baseline:
 
 
 def _fmt(value: float, digits: int = 1) -> str:
-    return "—" if value != value else f"{value:.{digits}f}"  # NaN: not applicable
+    return "—" if math.isnan(value) else f"{value:.{digits}f}"  # NaN: not applicable
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows])
 
 

@@ -71,8 +71,6 @@ def deploy(target: Target) -> None:
 
     from relay_ray.serve.builder import build_app
 
-    try:
+    if APP_NAME in serve.status().applications:
         serve.delete(APP_NAME)
-    except Exception:  # nothing deployed yet
-        pass
     serve.run(build_app(target.config), name=APP_NAME, route_prefix="/")
