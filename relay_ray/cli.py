@@ -15,11 +15,13 @@ from relay_ray.bench import command as bench_command
 from relay_ray.errors import RelayInputError
 from relay_ray.policies import REGISTRY
 
-DEMO_PROMPT = "What is 12 plus 30? Think step by step."
-DEMO_POLICIES = ("relaygen", "rstitch", "fixed-ratio")
-# The demo models have random weights: their normalized entropies sit near 0.3-0.35, so the
-# demo's tau sits inside that range to show both tiers writing.
-DEMO_PARAMS = {"rstitch": {"tau": 0.34}}
+# A problem of the trained demo pair's task (docs/quality.md); not in its training split.
+DEMO_PROMPT = ("Tom has 7 boxes with 238 apples in each box. Tom gets 165 more apples. "
+               "How many apples does Tom have now?")
+DEMO_POLICIES = ("small-only", "relaygen", "rstitch")
+# Calibrated on the calibration split (`relay-ray calibrate rstitch|relaygen`, docs/quality.md).
+DEMO_PARAMS = {"rstitch": {"tau": 0.05}}
+DEMO_CUES_FILE = "demo-models/relaygen-cues.json"
 _TIER_STYLE = {1: ("L", "\033[1;35m"), 2: ("S", "\033[36m")}  # proto Tier values
 
 
@@ -166,12 +168,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         with RelayClient(f"127.0.0.1:{serve_file.grpc_port}") as client:
             for policy in args.policies:
-                request = build_request([ChatMessage("user", args.prompt)], policy, DEMO_PARAMS.get(policy),
+                request = build_request([ChatMessage("user", args.prompt)], policy, _demo_params(policy),
                                         max_new_tokens=args.max_new_tokens)
                 _print_response(client.generate(request), policy, color)
     finally:
         stop_local()
     return 0
+
+
+def _demo_params(policy: str) -> dict | None:
+    """The demo's parameters; relaygen takes the calibrated cue file when it is there."""
+    from pathlib import Path
+
+    if policy == "relaygen" and Path(DEMO_CUES_FILE).is_file():
+        from relay_ray.quality.runs import load_cue_file
+
+        return {"cues": list(load_cue_file(DEMO_CUES_FILE))}
+    return DEMO_PARAMS.get(policy)
 
 
 def cmd_tier_server(args: argparse.Namespace) -> int:
@@ -226,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="cluster/serve-local.yaml", help="Serve config file (YAML)")
     p.add_argument("--prompt", default=DEMO_PROMPT)
     p.add_argument("--policies", nargs="+", default=list(DEMO_POLICIES), choices=sorted(REGISTRY))
-    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--max-new-tokens", type=int, default=320)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("generate", help="send one prompt to a running relay (gRPC client)")

@@ -102,7 +102,9 @@ class ControllerConfig(_Strict):
         "direct", description="how the controller reaches tiers: 'direct' routes a request's first segment "
         "per tier through Serve, the rest straight to that replica's gRPC endpoint (fastest, measured); "
         "'handle' always through Serve; 'grpc' to fixed SegmentService endpoints outside Serve")
-    prefill_ahead: bool = Field(True, description="warm the idle tier's prefix cache while the other generates")
+    prefill_ahead: bool = Field(
+        False, description="warm the idle tier's prefix cache while the other generates (more cache hits; "
+        "on a 2-core CPU it slowed the generating tier, see docs/benchmarks.md)")
     large_endpoints: tuple[str, ...] = Field((), description="grpc transport: host:port of large tiers")
     small_endpoints: tuple[str, ...] = Field((), description="grpc transport: host:port of small tiers")
 

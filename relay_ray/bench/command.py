@@ -39,7 +39,8 @@ def add_parser(sub) -> None:
     p.add_argument("--no-spec", action="store_true", help="skip the speculative-decoding peer")
     p.add_argument("--spec-pairs", nargs="*", default=["demo"],
                    help="pairs that get the speculative-decoding peer (default: demo)")
-    p.add_argument("--no-prefill-ahead", action="store_true", help="turn prefill-ahead off (ablation)")
+    p.add_argument("--prefill-ahead", choices=["on", "off"], default=None,
+                   help="override the controller's prefill-ahead (ablation; default: the config's)")
     p.add_argument("--transport", choices=["direct", "handle"], default=None,
                    help="override the controller's transport (ablation; default: the config's)")
     p.add_argument("--memory-requests", type=int, default=1000,
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         for name, _ in pairs:
             config = files[name].relay
-            overrides = {"prefill_ahead": False} if args.no_prefill_ahead else {}
+            overrides = {"prefill_ahead": args.prefill_ahead == "on"} if args.prefill_ahead else {}
             if args.transport:
                 overrides["transport"] = args.transport
             if overrides:

@@ -20,7 +20,9 @@ class ControllerLimits:
     max_prompt_chars: int = 1_000_000
     stream_interval_tokens: int = 8
     max_segments: int | None = None  # None: 2 * max_new_tokens + 16 per request
-    prefill_ahead: bool = True  # warm the idle tier's prefix cache (controller/prefill_ahead.py)
+    # Warm the idle tier's prefix cache (controller/prefill_ahead.py). Off by default: on the
+    # 2-core CPU it raised prefix-cache hits but cost efficiency (docs/benchmarks.md).
+    prefill_ahead: bool = False
     # Only the large tier by default: its delta prefill is the expensive one; warming the
     # small one saves little and costs a call.
     prefill_ahead_tiers: frozenset[Tier] = frozenset({Tier.LARGE})

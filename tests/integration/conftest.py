@@ -68,8 +68,9 @@ def relay_server(tmp_path_factory):
         grpc_options={"port": grpc_port, "grpc_servicer_functions": list(SERVICER_FUNCTIONS),
                       "enable_reflection": True},
     )
+    # `pair` runs prefill-ahead (off by default) so the tests cover it; `same` runs the defaults.
     pair = RelayConfig(large=tier("demo-large", "0"), small=tier("demo-small", "1"),
-                       controller={"max_new_tokens_limit": 512})
+                       controller={"max_new_tokens_limit": 512, "prefill_ahead": True})
     same = RelayConfig(large=tier("demo-small", "0"), small=tier("demo-small", "1", num_replicas=2),
                        controller={"max_new_tokens_limit": 512})
     started = time.perf_counter()

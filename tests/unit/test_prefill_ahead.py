@@ -101,7 +101,7 @@ def test_record_splits_handoff_into_controller_and_transport_time():
 def test_single_tier_policies_never_warm_the_other_tier():
     large = ScriptedTier(Tier.LARGE, VOCAB, DOC, block_size=16)
     small = ScriptedTier(Tier.SMALL, VOCAB, DOC, block_size=16)
-    controller = RelayController({Tier.LARGE: large, Tier.SMALL: small})
+    controller = RelayController({Tier.LARGE: large, Tier.SMALL: small}, ControllerLimits(prefill_ahead=True))
 
     async def go(policy: str) -> None:
         async for _ in controller.generate(RelayRequest(PromptInput(text="Q: "), policy, max_new_tokens=64)):
@@ -116,7 +116,7 @@ def test_the_prompt_is_prefilled_on_the_idle_small_tier_once():
     prompt = "Q: " + "a b" * 20  # 41 tokens: two whole 16-token blocks
     large = ScriptedTier(Tier.LARGE, VOCAB, DOC, block_size=16, prompt=prompt)
     small = ScriptedTier(Tier.SMALL, VOCAB, DOC, block_size=16, prompt=prompt)
-    controller = RelayController({Tier.LARGE: large, Tier.SMALL: small})
+    controller = RelayController({Tier.LARGE: large, Tier.SMALL: small}, ControllerLimits(prefill_ahead=True))
     request = RelayRequest(PromptInput(text=prompt), "fixed-ratio", {"large_tokens": 8, "small_tokens": 24},
                            max_new_tokens=96)
 
