@@ -8,7 +8,7 @@ STAMP := $(VENV)/.relay-ray-setup
 VLLM_EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
 MODELS := $(foreach m,demo-large demo-small demo-small-alt,models/$(m)/build-spec.json)
 
-.PHONY: setup models bench-models demo serve test test-unit test-integration protos bench clean
+.PHONY: setup models bench-models demo-models task-data demo serve test test-unit test-integration protos bench clean
 
 setup: $(STAMP) $(MODELS)
 
@@ -31,6 +31,15 @@ $(BENCH_MODELS) &: $(STAMP) relay_ray/models/build.py
 	$(PY) -m relay_ray.models.build --set bench --out models
 
 bench-models: $(BENCH_MODELS)
+
+# The trained demo pair and caller are committed under demo-models/; this retrains them
+# (deterministic, about 35 minutes on 2 CPU cores; docs/quality.md).
+demo-models: $(STAMP)
+	$(PY) -m relay_ray.models.train --out demo-models
+
+# The task's evaluation splits (committed under data/arith/).
+task-data: $(STAMP)
+	$(PY) -m relay_ray.tasks.splits --out data/arith
 
 demo: setup
 	$(VENV)/bin/relay-ray demo --config cluster/serve-local.yaml

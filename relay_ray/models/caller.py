@@ -26,7 +26,7 @@ from pathlib import Path
 from relay_ray.models.sequences import IGNORE, Example, make_example
 
 LARGE_SURE = 0.9
-SMALL_UNSURE = 0.6
+SMALL_UNSURE = 0.9
 CALL_STEPS = 300  # fine-tuning steps at --scale 1
 NUM_LABELLED = 4000  # training problems labelled with call spots
 

@@ -8,7 +8,7 @@ section::
     Now compute 147*3: 7*3+0=21, carry 2, so far 1.
     Next, 4*3+2=14, carry 1, so far 41.
     Next, 1*3+1=4, so far 441.
-    So 147*3=441.
+    So the product is 441.
     Now compute 441+25: 1+5+0=6, carry 0, so far 6.
     ...
     Therefore, the answer is 466.
@@ -38,7 +38,7 @@ HARD_CUES = ("Now compute", "Next,", "Wait, check")
 EASY_CUES = ("So", "Therefore,", "In summary,")
 THINK_END = "</think>"
 # Computed values: the digits after "=" in a step ("7*3+0=21", "9+4+1=14") or a check
-# ("check 3*4=12"); restatements ("So 147*3=441.") copy and are not hard.
+# ("check 3*4=12"); restatements ("So the product is 441.") copy and are not hard.
 _HARD_VALUE = re.compile(r"(?:\d[*+]\d\+\d|check \d\*\d)=(\d+)")
 
 
@@ -124,15 +124,15 @@ def make_problem(rng: random.Random, problem_id: str, kind: str | None = None) -
     prompt, answer_sentence = _story(kind, a, b, n, name, item)
     if kind == "mul_add":
         first, answer = a * n, a * n + b
-        lines = [f"We need {a}*{n}, then add {b}.", *_mul_lines(a, n), f"So {a}*{n}={first}."]
+        lines = [f"We need {a}*{n}, then add {b}.", *_mul_lines(a, n), f"So the product is {first}."]
         top = int(str(a)[0])
         if rng.random() < 0.5:
             lines.append(f"Wait, check {n}*{top}={n * top}.")
-        lines += [*_add_lines(first, b), f"So {first}+{b}={answer}."]
+        lines += [*_add_lines(first, b), f"So the sum is {answer}."]
     else:
         first, answer = a + b, (a + b) * n
-        lines = [f"We need {a}+{b}, then times {n}.", *_add_lines(a, b), f"So {a}+{b}={first}."]
-        lines += [*_mul_lines(first, n), f"So {first}*{n}={answer}."]
+        lines = [f"We need {a}+{b}, then times {n}.", *_add_lines(a, b), f"So the sum is {first}."]
+        lines += [*_mul_lines(first, n), f"So the product is {answer}."]
         if rng.random() < 0.5:
             top = int(str(first)[0])
             lines.append(f"Wait, check {n}*{top}={n * top}.")

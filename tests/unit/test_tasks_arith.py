@@ -31,10 +31,10 @@ def test_traces_compute_the_answer_correctly():
 
 
 def test_running_results_make_restatements_copies():
-    """'So x*n=r.' copies the last 'so far r' (an easy span), digit for digit."""
+    """"So the product is r." copies the last "so far r" (an easy span), digit for digit."""
     for p in _problems(100):
         so_far = re.findall(r"so far (\d+)\.", p.completion)
-        restated = re.findall(r"^So \d+[*+]\d+=(\d+)\.$", p.completion, flags=re.M)
+        restated = re.findall(r"^So the (?:sum|product) is (\d+)\.$", p.completion, flags=re.M)
         assert len(restated) == 2 and all(r in so_far for r in restated)
 
 

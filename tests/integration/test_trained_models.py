@@ -1,0 +1,106 @@
+"""The committed demo models load in vLLM (as tier servers) and relay real answers.
+
+Accuracy itself is measured by ``relay-ray eval`` (docs/quality.md); here the large model
+must solve a handful of test problems, the small model and the caller must load and answer,
+and the caller's commands must hand spans to the large model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from relay_ray.controller import RelayController, RelayResult
+from relay_ray.engines.grpc_client import GrpcTierClient
+from relay_ray.quality.extract import extract, parse_format
+from relay_ray.tasks.splits import eval_splits
+from relay_ray.types import ChatMessage, PromptInput, RelayRequest, Tier
+
+pytestmark = pytest.mark.integration
+MODELS = Path(__file__).resolve().parents[2] / "demo-models"
+NUM_PROBLEMS = 6
+
+
+def _start_tier(model: str, tier: str, bind: str) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "relay_ray.cli", "tier-server", "--model", str(MODELS / model), "--tier", tier,
+         "--port", "0", "--dtype", "float32", "--max-model-len", "1024", "--kv-cache-space-gib", "1",
+         "--cpu-threads-bind", bind],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    for line in proc.stdout:
+        match = re.search(r"listening on (\S+)", line)
+        if match:
+            return proc, match.group(1)
+    raise RuntimeError(f"{model} tier server exited with {proc.wait()}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    import psutil
+
+    children = psutil.Process(proc.pid).children(recursive=True)
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    finally:
+        for child in children:
+            if child.is_running():
+                child.kill()
+
+
+def _relay(tiers: dict, prompt: str, policy: str, params: dict | None = None) -> RelayResult:
+    async def go():
+        controller = RelayController(tiers)
+        request = RelayRequest(PromptInput(messages=(ChatMessage("user", prompt),)), policy, params or {},
+                               max_new_tokens=400)
+        async for event in controller.generate(request):
+            if isinstance(event, RelayResult):
+                return event
+    return asyncio.run(go())
+
+
+@pytest.fixture(scope="module")
+def trained_tiers():
+    if not (MODELS / "arith-large" / "config.json").exists():
+        pytest.fail("demo-models/ is missing the trained models (they are committed; see docs/quality.md)")
+    procs = []
+    try:
+        large, large_addr = _start_tier("arith-large", "large", "0")
+        procs.append(large)
+        caller, caller_addr = _start_tier("arith-caller", "small", "1")
+        procs.append(caller)
+        yield {Tier.LARGE: GrpcTierClient([large_addr]), Tier.SMALL: GrpcTierClient([caller_addr])}
+    finally:
+        for proc in procs:
+            _stop(proc)
+
+
+def test_large_model_solves_test_problems(trained_tiers):
+    fmt = parse_format("answer-line")
+    problems = eval_splits()["test"][:NUM_PROBLEMS]
+    answers = [extract(_relay(trained_tiers, p.prompt, "large-only").text, fmt) for p in problems]
+    right = sum(a == str(p.answer) for a, p in zip(answers, problems))
+    assert right >= NUM_PROBLEMS - 1, f"large-only answered {answers}, expected {[p.answer for p in problems]}"
+
+
+def test_caller_hands_spans_to_the_large_model(trained_tiers):
+    problem = eval_splits()["test"][0]
+    result = _relay(trained_tiers, problem.prompt, "relayllm", {"max_calls": 32})
+    assert result.stats.tokens_by_tier[Tier.LARGE] > 0, "the caller never called"
+    assert "<call>" not in result.text and "Answer:" in result.text
+    assert result.stats.large_token_share < 0.5
+
+
+def test_small_model_loads_and_answers():
+    proc, addr = _start_tier("arith-small", "small", "1")
+    try:
+        tiers = {Tier.LARGE: GrpcTierClient([addr]), Tier.SMALL: GrpcTierClient([addr])}
+        result = _relay(tiers, eval_splits()["test"][1].prompt, "small-only")
+    finally:
+        _stop(proc)
+    assert "</think>" in result.text and re.search(r"Answer: \d+", result.text)
