@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from relay_ray.autoscale.policy import TierScalingParams
 from relay_ray.policies import REGISTRY
 from relay_ray.telemetry.tracing import TracingConfig
+from relay_ray.types import Tier
 
 
 class _Strict(BaseModel):
@@ -105,6 +106,9 @@ class ControllerConfig(_Strict):
     prefill_ahead: bool = Field(
         False, description="warm the idle tier's prefix cache while the other generates (more cache hits; "
         "on a 2-core CPU it slowed the generating tier, see docs/benchmarks.md)")
+    prefill_ahead_tiers: tuple[Tier, ...] = Field(
+        (Tier.LARGE,), min_length=1, description="tiers prefill-ahead warms (the large tier's delta prefill is "
+        "the expensive one)")
     large_endpoints: tuple[str, ...] = Field((), description="grpc transport: host:port of large tiers")
     small_endpoints: tuple[str, ...] = Field((), description="grpc transport: host:port of small tiers")
 

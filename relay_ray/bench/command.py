@@ -39,8 +39,9 @@ def add_parser(sub) -> None:
     p.add_argument("--no-spec", action="store_true", help="skip the speculative-decoding peer")
     p.add_argument("--spec-pairs", nargs="*", default=["demo"],
                    help="pairs that get the speculative-decoding peer (default: demo)")
-    p.add_argument("--prefill-ahead", choices=["on", "off"], default=None,
-                   help="override the controller's prefill-ahead (ablation; default: the config's)")
+    p.add_argument("--prefill-ahead", choices=["on", "off", "both"], default=None,
+                   help="override the controller's prefill-ahead: on (large tier warmed), both (both tiers), "
+                        "off (ablation; default: the config's)")
     p.add_argument("--transport", choices=["direct", "handle"], default=None,
                    help="override the controller's transport (ablation; default: the config's)")
     p.add_argument("--memory-requests", type=int, default=1000,
@@ -79,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from relay_ray.bench.targets import APP_NAME, deploy, targets_for
     from relay_ray.client import RelayClient, build_request
     from relay_ray.serve.local import load_serve_file, start_serve, stop_local
+    from relay_ray.types import Tier
 
     pairs = _parse_pairs(args.pair)
     files = {name: load_serve_file(path) for name, path in pairs}
@@ -93,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         for name, _ in pairs:
             config = files[name].relay
-            overrides = {"prefill_ahead": args.prefill_ahead == "on"} if args.prefill_ahead else {}
+            overrides = {"prefill_ahead": args.prefill_ahead != "off"} if args.prefill_ahead else {}
+            if args.prefill_ahead == "both":
+                overrides["prefill_ahead_tiers"] = (Tier.LARGE, Tier.SMALL)
             if args.transport:
                 overrides["transport"] = args.transport
             if overrides:

@@ -8,6 +8,13 @@ prefix written so far. vLLM's prefix cache keeps whole KV blocks only, so a job 
 time the prefix completes a new block of the idle tier; at the switch only the tail of the
 last block is left to compute.
 
+A warm-up job occupies the idle tier for one engine step. If that step is still running when
+the switch comes, the receiving tier's real segment waits behind it, and the warm-up costs
+more than it saves. :class:`WarmTiming` keeps running estimates of each tier's decode time
+per token and of each tier's warm-up time, and a warm-up is sent only when the generating
+segment has enough tokens left to hide it (fixed-length segments know their remainder;
+stop-string segments count their whole budget).
+
 Pure bookkeeping: no I/O. :class:`~relay_ray.controller.relay.RelayController` sends the jobs.
 """
 
@@ -66,3 +73,34 @@ def prefill_job(request_id: str, segment_index: int, prefix_token_ids: tuple[int
         prefix_token_ids=prefix_token_ids,
         prefill_only=True,
     )
+
+
+@dataclass
+class WarmTiming:
+    """Controller-wide running averages (EMA, weight ``alpha`` for a new sample), in ms."""
+
+    alpha: float = 0.2
+    decode_ms_per_token: dict[Tier, float] = field(default_factory=dict)
+    warm_ms: dict[Tier, float] = field(default_factory=dict)
+
+    def observe_decode(self, tier: Tier, num_tokens: int, elapsed_ms: float) -> None:
+        """A segment of ``num_tokens`` tokens took ``elapsed_ms`` end to end on ``tier``
+        (includes its first-token prefill: an over-estimate, which errs towards warming)."""
+        if num_tokens > 0:
+            self._update(self.decode_ms_per_token, tier, elapsed_ms / num_tokens)
+
+    def observe_warm(self, tier: Tier, elapsed_ms: float) -> None:
+        self._update(self.warm_ms, tier, elapsed_ms)
+
+    def hidden(self, warm_tier: Tier, generating_tier: Tier, remaining_tokens: int) -> bool:
+        """Would a warm-up of ``warm_tier`` finish before ``generating_tier`` writes its
+        ``remaining_tokens``? True until both estimates exist."""
+        warm = self.warm_ms.get(warm_tier)
+        rate = self.decode_ms_per_token.get(generating_tier)
+        if warm is None or rate is None:
+            return True
+        return remaining_tokens * rate >= warm
+
+    def _update(self, table: dict[Tier, float], tier: Tier, sample: float) -> None:
+        old = table.get(tier)
+        table[tier] = sample if old is None else old + self.alpha * (sample - old)

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 
 from relay_ray.controller.events import RelayEvent, RelayResult, SegmentFinished, TextDelta
 from relay_ray.controller.observer import RelayObserver
-from relay_ray.controller.prefill_ahead import PrefillAheadPlanner, prefill_job
+from relay_ray.controller.prefill_ahead import PrefillAheadPlanner, WarmTiming, prefill_job
 from relay_ray.controller.tier_client import TierClient
 from relay_ray.controller.validate import ControllerLimits, check_prompt_fits, validate_request
 from relay_ray.errors import TierUnavailableError
@@ -70,6 +70,7 @@ class RelayController:
         self._clock = clock
         self._infos: dict[Tier, TierInfo] | None = None
         self._background: set[asyncio.Task] = set()  # prefill-ahead jobs in flight
+        self.warm_timing = WarmTiming()
 
     async def tier_infos(self) -> dict[Tier, TierInfo]:
         if self._infos is None:
@@ -116,7 +117,8 @@ class RelayController:
                     if planner is not None and (job.segment_index == 0 or job.stream_block_tokens):
                         # The prompt (first segment) is worth warming on either tier: the idle
                         # one prefills it on its own core while the other tier prefills too.
-                        self._prefill_ahead(planner, plan.tier.other, job, streamed_ids)
+                        self._prefill_ahead(planner, plan.tier.other, job, streamed_ids, plan.tier,
+                                            job.stop.max_new_tokens)
                     called = self._clock()
                     async for item in self._run(plan.tier, job):
                         if isinstance(item, SegmentResult):
@@ -124,7 +126,8 @@ class RelayController:
                             continue
                         if planner is not None and item.token_ids:
                             streamed_ids += item.token_ids
-                            self._prefill_ahead(planner, plan.tier.other, job, streamed_ids)
+                            remaining = job.stop.max_new_tokens - (len(streamed_ids) - len(job.prefix_token_ids))
+                            self._prefill_ahead(planner, plan.tier.other, job, streamed_ids, plan.tier, remaining)
                         if stream_text and item.text:
                             streamed += item.text
                             yield TextDelta(job.segment_index, plan.tier, item.text)
@@ -132,6 +135,7 @@ class RelayController:
                     if planner is not None:
                         # KV exists for the prefix and every kept token but the last one.
                         planner.ran(plan.tier, len(job.prefix_token_ids) + max(0, len(result.token_ids) - 1))
+                        self.warm_timing.observe_decode(plan.tier, len(result.token_ids), (received - called) * 1000.0)
                     record = self._record(job, plan.tier, result, (received - called) * 1000.0,
                                           (called - last_done) * 1000.0)
                     state = policy.advance(state, plan, result, record)
@@ -154,9 +158,10 @@ class RelayController:
         return PrefillAheadPlanner(block_sizes, self.limits.prefill_ahead_tiers)
 
     def _prefill_ahead(self, planner: PrefillAheadPlanner | None, tier: Tier, job: SegmentJob,
-                       prefix_token_ids: tuple[int, ...]) -> None:
-        """Send ``tier`` (idle for this request) the whole blocks of the prefix it lacks."""
-        if planner is None:
+                       prefix_token_ids: tuple[int, ...], generating: Tier, remaining_tokens: int) -> None:
+        """Send ``tier`` (idle for this request) the whole blocks of the prefix it lacks, if
+        the ``remaining_tokens`` of the ``generating`` tier's segment can hide the warm-up."""
+        if planner is None or not self.warm_timing.hidden(tier, generating, remaining_tokens):
             return
         length = planner.warm_length(tier, len(prefix_token_ids))
         if length:
@@ -166,9 +171,11 @@ class RelayController:
             task.add_done_callback(self._background.discard)
 
     async def _drain(self, tier: Tier, job: SegmentJob) -> None:
+        started = self._clock()
         try:
             async for _ in self.tiers[tier].stream_segment(job):
                 pass
+            self.warm_timing.observe_warm(tier, (self._clock() - started) * 1000.0)
         except Exception as exc:  # a lost warm-up only costs speed
             log.debug("prefill-ahead on %s failed: %s", tier.value, exc)
 

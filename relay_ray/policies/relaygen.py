@@ -5,7 +5,9 @@ emits a calibrated cue (kept in the output; no cue is honoured in the first
 ``min_tokens_after_return`` tokens of a large segment, which prevents the "So-loop"); the
 small model then finishes that sentence and stops at the first sentence end (kept); after
 ``</think>`` the small model writes the whole answer. If the budget runs out inside an
-open ``<think>``, ``\\n</think>`` is appended (counted as one token).
+open ``<think>``, ``\\n</think>`` is appended (counted as one token). With
+``offload_sentences=false`` the policy is answer-phase offload only: the large model writes the
+whole trace and the small model everything after ``</think>``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class RelayGenParams(PolicyParams):
     min_tokens_after_return: int = Field(5, ge=0, le=1024, description="large tokens before a cue counts")
     small_writes_answer: bool = Field(True, description="after </think> the small model writes the answer")
     cue_word_start: bool = Field(True, description="a cue must start a word ('now' not inside 'know')")
+    offload_sentences: bool = Field(True, description="hand the sentence after a cue to the small model "
+                                                      "(false: only the answer after </think> is offloaded)")
 
     @field_validator("cues")
     @classmethod
@@ -71,7 +75,7 @@ class RelayGenPolicy(Policy):
             stop = StopRule(
                 max_new_tokens=budget,
                 min_new_tokens=min(p.min_tokens_after_return, budget),
-                stop_strings=(THINK_END, *p.cues),
+                stop_strings=(THINK_END, *p.cues) if p.offload_sentences else (THINK_END,),
                 word_start=p.cue_word_start,
             )
         else:

@@ -117,7 +117,8 @@ class RelayIngress:
             tiers = {Tier.LARGE: HandleTierClient(large), Tier.SMALL: HandleTierClient(small)}
         limits = ControllerLimits(max_new_tokens=cfg.max_new_tokens_limit,
                                   stream_interval_tokens=cfg.stream_interval_tokens,
-                                  prefill_ahead=cfg.prefill_ahead)
+                                  prefill_ahead=cfg.prefill_ahead,
+                                  prefill_ahead_tiers=frozenset(cfg.prefill_ahead_tiers))
         self.telemetry = TelemetryObserver(RayMetrics())
         self.controller = RelayController(tiers, limits, observer=self.telemetry)
         self.default_policy = cfg.default_policy

@@ -40,18 +40,20 @@ class FixedRatioParams(_message.Message):
     def __init__(self, large_tokens: _Optional[int] = ..., small_tokens: _Optional[int] = ..., first: _Optional[_Union[_common_pb2.Tier, str]] = ...) -> None: ...
 
 class RelayGenParams(_message.Message):
-    __slots__ = ("cues", "sentence_ends", "min_tokens_after_return", "small_writes_answer", "cue_word_start")
+    __slots__ = ("cues", "sentence_ends", "min_tokens_after_return", "small_writes_answer", "cue_word_start", "offload_sentences")
     CUES_FIELD_NUMBER: _ClassVar[int]
     SENTENCE_ENDS_FIELD_NUMBER: _ClassVar[int]
     MIN_TOKENS_AFTER_RETURN_FIELD_NUMBER: _ClassVar[int]
     SMALL_WRITES_ANSWER_FIELD_NUMBER: _ClassVar[int]
     CUE_WORD_START_FIELD_NUMBER: _ClassVar[int]
+    OFFLOAD_SENTENCES_FIELD_NUMBER: _ClassVar[int]
     cues: _containers.RepeatedScalarFieldContainer[str]
     sentence_ends: _containers.RepeatedScalarFieldContainer[str]
     min_tokens_after_return: int
     small_writes_answer: bool
     cue_word_start: bool
-    def __init__(self, cues: _Optional[_Iterable[str]] = ..., sentence_ends: _Optional[_Iterable[str]] = ..., min_tokens_after_return: _Optional[int] = ..., small_writes_answer: _Optional[bool] = ..., cue_word_start: _Optional[bool] = ...) -> None: ...
+    offload_sentences: bool
+    def __init__(self, cues: _Optional[_Iterable[str]] = ..., sentence_ends: _Optional[_Iterable[str]] = ..., min_tokens_after_return: _Optional[int] = ..., small_writes_answer: _Optional[bool] = ..., cue_word_start: _Optional[bool] = ..., offload_sentences: _Optional[bool] = ...) -> None: ...
 
 class RStitchParams(_message.Message):
     __slots__ = ("tau",)

@@ -129,3 +129,44 @@ def test_the_prompt_is_prefilled_on_the_idle_small_tier_once():
     warm_small = [j for j in small.jobs if j.prefill_only]
     assert [len(j.prefix_token_ids) for j in warm_small] == [32]
     assert warm_small[0].segment_index == 0
+
+
+def test_warm_timing_hides_a_warm_up_only_behind_enough_remaining_tokens():
+    from relay_ray.controller.prefill_ahead import WarmTiming
+
+    timing = WarmTiming(alpha=0.5)
+    assert timing.hidden(Tier.LARGE, Tier.SMALL, 0)  # no estimates yet: warm
+    timing.observe_decode(Tier.SMALL, 24, 72.0)  # 3 ms per small token
+    timing.observe_warm(Tier.LARGE, 80.0)
+    assert not timing.hidden(Tier.LARGE, Tier.SMALL, 26)  # 78 ms < 80 ms
+    assert timing.hidden(Tier.LARGE, Tier.SMALL, 27)
+    timing.observe_warm(Tier.LARGE, 40.0)  # EMA: 80 -> 60 ms
+    assert timing.hidden(Tier.LARGE, Tier.SMALL, 20) and not timing.hidden(Tier.LARGE, Tier.SMALL, 19)
+    timing.observe_decode(Tier.SMALL, 0, 5.0)  # an empty segment says nothing
+    assert timing.decode_ms_per_token[Tier.SMALL] == 3.0
+
+
+def test_no_warm_up_at_the_end_of_a_segment_once_it_is_known_to_be_too_slow():
+    from relay_ray.controller.prefill_ahead import WarmTiming
+
+    large = ScriptedTier(Tier.LARGE, VOCAB, DOC, block_size=16)
+    small = ScriptedTier(Tier.SMALL, VOCAB, DOC, block_size=16)
+    controller = RelayController({Tier.LARGE: large, Tier.SMALL: small}, ControllerLimits(prefill_ahead=True))
+    # Measured: a large warm-up takes as long as 10 small tokens.
+    controller.warm_timing = WarmTiming(decode_ms_per_token={Tier.SMALL: 1.0}, warm_ms={Tier.LARGE: 10.0})
+    controller.warm_timing.observe_decode = lambda *a: None  # keep the scripted estimates
+    controller.warm_timing.observe_warm = lambda *a: None
+    request = RelayRequest(PromptInput(text="Q: "), "fixed-ratio", {"large_tokens": 8, "small_tokens": 24},
+                           max_new_tokens=64)
+
+    async def go() -> None:
+        async for _ in controller.generate(request):
+            pass
+        await asyncio.gather(*controller._background)
+
+    asyncio.run(go())
+    # Small segments start at prefix lengths 9 and 41 (1 prompt token + output). Block ends
+    # inside them: 16 (7 written, 17 left: warm), 32 (23 written, 1 left: too late),
+    # 48 (7 written, 17 left: warm), 64 (23 written, 1 left: too late).
+    warm = [len(j.prefix_token_ids) for j in large.jobs if j.prefill_only]
+    assert warm == [16, 48]

@@ -97,6 +97,15 @@ def test_relaygen_small_model_writes_the_answer_after_think():
     assert [(s.tier, s.text) for s in result.segments] == [(Tier.LARGE, "a b</think>"), (Tier.SMALL, "\n c d So b")]
 
 
+def test_relaygen_answer_phase_offload_keeps_the_whole_trace_on_the_large_model():
+    doc = ids("a", " So", ",", " c", ".", " b", "</think>", "\n", " c", " d") + [EOS]
+    controller, _, _ = pair(doc)
+    result, _ = run(controller, "relaygen", {"cues": [" So"], "min_tokens_after_return": 0,
+                                             "offload_sentences": False})
+    assert [(s.tier, s.text) for s in result.segments] == [(Tier.LARGE, "a So, c. b</think>"),
+                                                           (Tier.SMALL, "\n c d")]
+
+
 def test_relaygen_closes_an_open_think_block_when_the_budget_runs_out():
     doc = ids("a", " b", " c", " d") * 4
     controller, _, _ = pair(doc, prompt="Q: ")
