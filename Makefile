@@ -33,7 +33,7 @@ $(BENCH_MODELS) &: $(STAMP) relay_ray/models/build.py
 bench-models: $(BENCH_MODELS)
 
 # The trained demo pair and caller are committed under demo-models/; this retrains them
-# (deterministic, about 35 minutes on 2 CPU cores; docs/quality.md).
+# (deterministic, about 21 minutes on 2 CPU cores; docs/quality.md).
 demo-models: $(STAMP)
 	$(PY) -m relay_ray.models.train --out demo-models
 

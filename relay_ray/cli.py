@@ -19,8 +19,8 @@ from relay_ray.policies import REGISTRY
 DEMO_PROMPT = ("Tom has 7 boxes with 238 apples in each box. Tom gets 165 more apples. "
                "How many apples does Tom have now?")
 DEMO_POLICIES = ("small-only", "relaygen", "rstitch")
-# Calibrated on the calibration split (`relay-ray calibrate rstitch|relaygen`, docs/quality.md).
-DEMO_PARAMS = {"rstitch": {"tau": 0.05}}
+# Calibrated (`relay-ray calibrate rstitch|relaygen`, docs/quality.md): tau on the dev split.
+DEMO_PARAMS = {"rstitch": {"tau": 0.12}}
 DEMO_CUES_FILE = "demo-models/relaygen-cues.json"
 _TIER_STYLE = {1: ("L", "\033[1;35m"), 2: ("S", "\033[36m")}  # proto Tier values
 
@@ -142,6 +142,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     serve_file = load_serve_file(args.config)
     print(f"starting Ray Serve with {args.config} (tiers take ~1 min to load) ...", flush=True)
     start_local(serve_file)
+    # ray.init installed its own SIGTERM handler (it aborts the process without stopping the
+    # engines): take it back.
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     print(f"relay serving: gRPC on 127.0.0.1:{serve_file.grpc_port} (Ctrl-C stops). Try:\n"
           f"  relay-ray generate \"{DEMO_PROMPT}\" --policy rstitch --tau 0.3", flush=True)
     try:

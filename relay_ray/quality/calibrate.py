@@ -73,7 +73,7 @@ def region_margins(trace: TokenMargins, start: int, end: int) -> list[float]:
 
 
 def cue_table(traces: Sequence[TokenMargins], candidates: Sequence[str], sentence_ends: Sequence[str],
-              min_count: int = 3, min_margin: float = 0.5) -> list[CueStats]:
+              min_count: int = 3, min_margin: float = 0.95) -> list[CueStats]:
     """One row per candidate, selected ones first, each group by descending mean lowest margin."""
     rows = []
     for cue in dict.fromkeys(candidates):

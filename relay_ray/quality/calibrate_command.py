@@ -18,6 +18,10 @@ from pathlib import Path
 
 from relay_ray.errors import RelayInputError
 
+# Near-certainty on every token of the handed-over sentence. On the demo pair the sentences
+# after easy cues score >= 0.997 and those after hard cues <= 0.89 (docs/quality.md); 0.5
+# let the hard ones through, because a small model is confidently wrong on a few digits.
+DEFAULT_MIN_MARGIN = 0.95
 DEFAULT_TAUS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2, 0.3)
 
 
@@ -28,12 +32,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--app", default=None, help="Serve application name (when several run)")
     p.add_argument("--answer-format", default="answer-line", help="answer-line, boxed or regex:PATTERN")
     p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--concurrency", type=int, default=1, help="requests in flight")
     p.add_argument("--out", default=None, help="output file (relaygen: cue file; rstitch: JSON report)")
     g = p.add_argument_group("relaygen")
     g.add_argument("--small-model", default="demo-models/arith-small", help="small model folder (HF format)")
-    g.add_argument("--candidates", nargs="+", default=None, help="candidate cues (default: Qwen3 list + task cues)")
+    g.add_argument("--candidates", nargs="+", default=None,
+                   help="candidate cues (default: the Qwen3 list + the arithmetic task's cues and copy phrases)")
     g.add_argument("--min-count", type=int, default=3, help="occurrences a cue needs to be judged")
-    g.add_argument("--min-margin", type=float, default=0.5, help="mean lowest top1-top2 margin to select a cue")
+    g.add_argument("--min-margin", type=float, default=DEFAULT_MIN_MARGIN,
+                   help="mean lowest top1-top2 margin to select a cue")
     g = p.add_argument_group("rstitch")
     g.add_argument("--taus", nargs="+", type=float, default=list(DEFAULT_TAUS))
     g.add_argument("--target", type=float, default=0.97, help="accuracy to keep, as a fraction of large-only's")
@@ -45,7 +52,7 @@ def _large_only(client, items, fmt, args, label="large-only"):
     from relay_ray.quality.runs import PolicyRun
 
     run = PolicyRun(label, "large-only")
-    results = run_items(client, items, run, {}, fmt, args.max_new_tokens, keep_text=True,
+    results = run_items(client, items, run, {}, fmt, args.max_new_tokens, args.concurrency, keep_text=True,
                         progress=Progress(label, len(items)))
     return results, summarize(run, {}, results)
 
@@ -55,7 +62,7 @@ def calibrate_relaygen(client, items, fmt, args) -> dict:
     from relay_ray.quality.calibrate import cue_table
     from relay_ray.quality.margins import MarginScorer
     from relay_ray.quality.runner import Progress
-    from relay_ray.tasks.arith import EASY_CUES, HARD_CUES
+    from relay_ray.tasks.arith import COPY_PHRASES, EASY_CUES, HARD_CUES
 
     results, summary = _large_only(client, items, fmt, args)
     if not Path(args.small_model).is_dir():
@@ -66,7 +73,7 @@ def calibrate_relaygen(client, items, fmt, args) -> dict:
     for item, result in zip(items, results):
         traces.append(scorer.score(item.prompt, result.text))
         progress.update(result)
-    candidates = args.candidates or [*QWEN3_CUES, *EASY_CUES, *HARD_CUES]
+    candidates = args.candidates or [*QWEN3_CUES, *EASY_CUES, *HARD_CUES, *COPY_PHRASES]
     rows = cue_table(traces, candidates, SENTENCE_ENDS, args.min_count, args.min_margin)
     print(f"\nlarge-only accuracy on {len(items)} calibration problems: {100 * summary.accuracy:.1f}%")
     print(f"{'cue':<16} {'count':>5} {'mean margin':>11} {'min margin':>10}  selected  reason")
@@ -96,7 +103,7 @@ def calibrate_rstitch(client, items, fmt, args) -> dict:
     rows = []
     for tau in args.taus:
         run = PolicyRun(f"rstitch tau={tau}", "rstitch", {"tau": tau})
-        results = run_items(client, items, run, {"tau": tau}, fmt, args.max_new_tokens,
+        results = run_items(client, items, run, {"tau": tau}, fmt, args.max_new_tokens, args.concurrency,
                             progress=Progress(run.label, len(items)))
         rows.append((tau, summarize(run, {"tau": tau}, results)))
     best = recommend_tau([TauPoint(t, s.accuracy, s.large_share) for t, s in rows], base.accuracy, args.target)
@@ -118,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
     from relay_ray.quality.dataset import load_dataset
     from relay_ray.quality.extract import parse_format
 
+    if args.concurrency < 1:
+        raise RelayInputError("--concurrency", "must be at least 1")
     try:
         fmt = parse_format(args.answer_format)
         items, errors = load_dataset(args.data)
