@@ -3,7 +3,8 @@
 Segment lengths are drawn from geometric distributions: large segments have mean
 ``mean_large_tokens`` and small segments mean ``mean_large_tokens * (1 - s) / s`` for the
 target share ``s = large_share``, so the expected share of large-model tokens is ``s`` (the
-first tier is drawn with probability ``s``). This is the share-matched random router that
+first tier is drawn with probability ``s``). A segment has at least one token, so when that
+small mean would fall below 1 it is 1 and the large mean grows to ``s / (1 - s)`` instead. This is the share-matched random router that
 RelayLLM compares against: give it the share a relay policy reached and compare accuracy.
 
 Pure and reproducible: every draw comes from ``random.Random`` seeded with ``routing_seed``, the
@@ -56,9 +57,14 @@ class RandomSharePolicy(Policy):
     def mean_tokens(self, tier: Tier) -> float:
         """Mean segment length of ``tier`` that makes the expected large share the target."""
         s, m = self.params.large_share, self.params.mean_large_tokens
-        if tier is Tier.LARGE:
-            return m if s < 1.0 else math.inf
-        return m * (1.0 - s) / s if s > 0.0 else math.inf
+        if s >= 1.0:
+            return math.inf if tier is Tier.LARGE else 1.0
+        if s <= 0.0:
+            return math.inf if tier is Tier.SMALL else 1.0
+        small = m * (1.0 - s) / s
+        if small < 1.0:  # segments are >= 1 token: stretch the large ones instead
+            return s / (1.0 - s) if tier is Tier.LARGE else 1.0
+        return m if tier is Tier.LARGE else small
 
     def plan(self, state: RelayState) -> SegmentPlan:
         tier = self._tier_of_first_segment(state) if state.num_segments == 0 else state.tier

@@ -33,7 +33,7 @@ def test_registered_under_random():
     assert REGISTRY["random"] is RandomSharePolicy
 
 
-@pytest.mark.parametrize("share", [0.15, 0.35, 0.7])
+@pytest.mark.parametrize("share", [0.15, 0.35, 0.7, 0.865])
 def test_large_share_matches_the_target_on_average(share):
     results = [relay({"large_share": share, "routing_seed": 1}, f"r{i}") for i in range(30)]
     large = sum(r.stats.tokens_by_tier[Tier.LARGE] for r in results)
@@ -63,6 +63,9 @@ def test_mean_segment_lengths_give_the_target_share():
     policy = make_policy("random", {"large_share": 0.25, "mean_large_tokens": 6})
     assert policy.mean_tokens(Tier.LARGE) == 6
     assert policy.mean_tokens(Tier.SMALL) == pytest.approx(18)
+    # A segment has >= 1 token: at a high share the large segments stretch instead.
+    policy = make_policy("random", {"large_share": 0.9, "mean_large_tokens": 4})
+    assert policy.mean_tokens(Tier.SMALL) == 1.0 and policy.mean_tokens(Tier.LARGE) == pytest.approx(9.0)
 
 
 @pytest.mark.parametrize("params,field", [
