@@ -53,14 +53,19 @@ def _stop(proc: subprocess.Popen) -> None:
                 child.kill()
 
 
-def _relay(tiers: dict, prompt: str, policy: str, params: dict | None = None) -> RelayResult:
-    async def go():
-        controller = RelayController(tiers)
-        request = RelayRequest(PromptInput(messages=(ChatMessage("user", prompt),)), policy, params or {},
-                               max_new_tokens=400)
-        async for event in controller.generate(request):
-            if isinstance(event, RelayResult):
-                return event
+def _relay(addresses: dict[Tier, str], prompts: list[str], policy: str,
+           params: dict | None = None) -> list[RelayResult]:
+    """Relay ``prompts`` one after another; the gRPC clients live in this call's event loop."""
+    async def go() -> list[RelayResult]:
+        controller = RelayController({tier: GrpcTierClient([addr]) for tier, addr in addresses.items()})
+        results = []
+        for prompt in prompts:
+            request = RelayRequest(PromptInput(messages=(ChatMessage("user", prompt),)), policy, params or {},
+                                   max_new_tokens=400)
+            async for event in controller.generate(request):
+                if isinstance(event, RelayResult):
+                    results.append(event)
+        return results
     return asyncio.run(go())
 
 
@@ -74,7 +79,7 @@ def trained_tiers():
         procs.append(large)
         caller, caller_addr = _start_tier("arith-caller", "small", "1")
         procs.append(caller)
-        yield {Tier.LARGE: GrpcTierClient([large_addr]), Tier.SMALL: GrpcTierClient([caller_addr])}
+        yield {Tier.LARGE: large_addr, Tier.SMALL: caller_addr}
     finally:
         for proc in procs:
             _stop(proc)
@@ -83,14 +88,15 @@ def trained_tiers():
 def test_large_model_solves_test_problems(trained_tiers):
     fmt = parse_format("answer-line")
     problems = eval_splits()["test"][:NUM_PROBLEMS]
-    answers = [extract(_relay(trained_tiers, p.prompt, "large-only").text, fmt) for p in problems]
+    results = _relay(trained_tiers, [p.prompt for p in problems], "large-only")
+    answers = [extract(r.text, fmt) for r in results]
     right = sum(a == str(p.answer) for a, p in zip(answers, problems))
     assert right >= NUM_PROBLEMS - 1, f"large-only answered {answers}, expected {[p.answer for p in problems]}"
 
 
 def test_caller_hands_spans_to_the_large_model(trained_tiers):
     problem = eval_splits()["test"][0]
-    result = _relay(trained_tiers, problem.prompt, "relayllm", {"max_calls": 32})
+    (result,) = _relay(trained_tiers, [problem.prompt], "relayllm", {"max_calls": 32})
     assert result.stats.tokens_by_tier[Tier.LARGE] > 0, "the caller never called"
     assert "<call>" not in result.text and "Answer:" in result.text
     assert result.stats.large_token_share < 0.5
@@ -99,8 +105,7 @@ def test_caller_hands_spans_to_the_large_model(trained_tiers):
 def test_small_model_loads_and_answers():
     proc, addr = _start_tier("arith-small", "small", "1")
     try:
-        tiers = {Tier.LARGE: GrpcTierClient([addr]), Tier.SMALL: GrpcTierClient([addr])}
-        result = _relay(tiers, eval_splits()["test"][1].prompt, "small-only")
+        (result,) = _relay({Tier.LARGE: addr, Tier.SMALL: addr}, [eval_splits()["test"][1].prompt], "small-only")
     finally:
         _stop(proc)
     assert "</think>" in result.text and re.search(r"Answer: \d+", result.text)
