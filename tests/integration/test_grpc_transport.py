@@ -4,9 +4,6 @@ Serve-handle transport, replica failover, errors mapped to status codes."""
 from __future__ import annotations
 
 import asyncio
-import re
-import subprocess
-import sys
 
 import pytest
 
@@ -16,51 +13,24 @@ from relay_ray.engines.grpc_client import GrpcTierClient
 from relay_ray.errors import TierUnavailableError
 from relay_ray.types import PromptInput, RelayRequest, Tier
 from tests.integration.conftest import MODELS
+from tests.integration.tier_servers import start_tier, stop_tier
 
 pytestmark = pytest.mark.integration
 PROMPT = "So we add 12 and 30, so the sum is 42. Therefore"
-
-
-def _start_tier(model: str, tier: str, bind: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "relay_ray.cli", "tier-server", "--model", str(MODELS / model), "--tier", tier,
-         "--port", "0", "--dtype", "float32", "--max-model-len", "1024", "--kv-cache-space-gib", "1",
-         "--cpu-threads-bind", bind],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    for line in proc.stdout:
-        match = re.search(r"listening on (\S+)", line)
-        if match:
-            return proc, match.group(1)
-    raise RuntimeError(f"{tier} tier server exited with {proc.wait()}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop a tier server and its engine process (SIGTERM lets vLLM shut its engine down)."""
-    import psutil
-
-    children = psutil.Process(proc.pid).children(recursive=True)
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    finally:
-        for child in children:
-            if child.is_running():
-                child.kill()
 
 
 @pytest.fixture(scope="module")
 def tier_servers():
     procs = []
     try:
-        large, large_addr = _start_tier("demo-large", "large", "0")
+        large, large_addr = start_tier(MODELS / "demo-large", "large", "0")
         procs.append(large)
-        small, small_addr = _start_tier("demo-small", "small", "1")
+        small, small_addr = start_tier(MODELS / "demo-small", "small", "1")
         procs.append(small)
         yield large_addr, small_addr
     finally:
         for proc in procs:
-            _stop(proc)
+            stop_tier(proc)
 
 
 def _relay(tiers: dict, policy: str, params: dict) -> RelayResult:
@@ -89,12 +59,12 @@ def test_grpc_transport_matches_the_serve_transport(tier_servers, pair_client, p
 def test_text_handoff_between_different_tokenizers(tier_servers):
     """A small tier with its own tokenizer: the prefix crosses as text and is re-tokenized."""
     large_addr, _ = tier_servers
-    alt, alt_addr = _start_tier("demo-small-alt", "small", "1")
+    alt, alt_addr = start_tier(MODELS / "demo-small-alt", "small", "1")
     try:
         tiers = {Tier.LARGE: GrpcTierClient([large_addr]), Tier.SMALL: GrpcTierClient([alt_addr])}
         result = _relay(tiers, "fixed-ratio", {"large_tokens": 6, "small_tokens": 4})
     finally:
-        _stop(alt)
+        stop_tier(alt)
     assert result.stats.handoff_mode.value == "text" and result.token_ids == ()
     shape = [(s.tier, s.num_tokens) for s in result.segments[:4]]
     assert shape == [(Tier.LARGE, 6), (Tier.SMALL, 4), (Tier.LARGE, 6), (Tier.SMALL, 4)]

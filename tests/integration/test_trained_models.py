@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,37 +18,11 @@ from relay_ray.engines.grpc_client import GrpcTierClient
 from relay_ray.quality.extract import extract, parse_format
 from relay_ray.tasks.splits import eval_splits
 from relay_ray.types import ChatMessage, PromptInput, RelayRequest, Tier
+from tests.integration.tier_servers import start_tier, stop_tier
 
 pytestmark = pytest.mark.integration
 MODELS = Path(__file__).resolve().parents[2] / "demo-models"
 NUM_PROBLEMS = 6
-
-
-def _start_tier(model: str, tier: str, bind: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "relay_ray.cli", "tier-server", "--model", str(MODELS / model), "--tier", tier,
-         "--port", "0", "--dtype", "float32", "--max-model-len", "1024", "--kv-cache-space-gib", "1",
-         "--cpu-threads-bind", bind],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    for line in proc.stdout:
-        match = re.search(r"listening on (\S+)", line)
-        if match:
-            return proc, match.group(1)
-    raise RuntimeError(f"{model} tier server exited with {proc.wait()}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    import psutil
-
-    children = psutil.Process(proc.pid).children(recursive=True)
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    finally:
-        for child in children:
-            if child.is_running():
-                child.kill()
 
 
 def _relay(addresses: dict[Tier, str], prompts: list[str], policy: str,
@@ -75,14 +47,14 @@ def trained_tiers():
         pytest.fail("demo-models/ is missing the trained models (they are committed; see docs/quality.md)")
     procs = []
     try:
-        large, large_addr = _start_tier("arith-large", "large", "0")
+        large, large_addr = start_tier(MODELS / "arith-large", "large", "0")
         procs.append(large)
-        caller, caller_addr = _start_tier("arith-caller", "small", "1")
+        caller, caller_addr = start_tier(MODELS / "arith-caller", "small", "1")
         procs.append(caller)
         yield {Tier.LARGE: large_addr, Tier.SMALL: caller_addr}
     finally:
         for proc in procs:
-            _stop(proc)
+            stop_tier(proc)
 
 
 def test_large_model_solves_test_problems(trained_tiers):
@@ -103,9 +75,9 @@ def test_caller_hands_spans_to_the_large_model(trained_tiers):
 
 
 def test_small_model_loads_and_answers():
-    proc, addr = _start_tier("arith-small", "small", "1")
+    proc, addr = start_tier(MODELS / "arith-small", "small", "1")
     try:
         (result,) = _relay({Tier.LARGE: addr, Tier.SMALL: addr}, [eval_splits()["test"][1].prompt], "small-only")
     finally:
-        _stop(proc)
+        stop_tier(proc)
     assert "</think>" in result.text and re.search(r"Answer: \d+", result.text)
