@@ -56,6 +56,9 @@ class TierConfig(_Strict):
     enforce_eager: bool = Field(True, description="skip torch.compile / CUDA graphs (fast start)")
     tensor_parallel_size: int = Field(1, ge=1, le=64)
     kv_cache_space_gib: int | None = Field(None, ge=1, description="CPU: VLLM_CPU_KVCACHE_SPACE (whole GiB)")
+    kv_cache_memory_mib: int | None = Field(
+        None, ge=16, description="KV cache size in MiB (vLLM kv_cache_memory_bytes; CPU or GPU); finer than "
+        "kv_cache_space_gib, which it replaces")
     cpu_threads_bind: str | None = Field(None, description="CPU: VLLM_CPU_OMP_THREADS_BIND, e.g. '0'")
     cpu_threads_bind_by_replica: tuple[str, ...] = Field(
         (), description="CPU: one binding per replica rank (rank r uses entry r mod n); overrides cpu_threads_bind")
@@ -78,6 +81,8 @@ class TierConfig(_Strict):
     def _check(self) -> TierConfig:
         if self.tensor_parallel_size > 1 and 0 < self.num_gpus < 1:
             raise ValueError("tensor_parallel_size > 1 needs whole GPUs (num_gpus >= 1)")
+        if self.kv_cache_space_gib is not None and self.kv_cache_memory_mib is not None:
+            raise ValueError("set kv_cache_memory_mib or kv_cache_space_gib, not both")
         return self
 
     @property

@@ -14,9 +14,9 @@ from relay_ray.autoscale.policy import INFLIGHT_METRIC, TOKENS_METRIC
 from relay_ray.autoscale.rates import SlidingRate
 from relay_ray.config import ControllerConfig, TierConfig
 from relay_ray.controller import ControllerLimits, RelayController, RelayResult
-from relay_ray.engines.direct_client import DirectTierClient
-from relay_ray.engines.grpc_client import GrpcTierClient
-from relay_ray.engines.handle_client import HandleTierClient
+from relay_ray.transport.direct_client import DirectTierClient
+from relay_ray.transport.grpc_client import GrpcTierClient
+from relay_ray.transport.handle_client import HandleTierClient
 from relay_ray.engines.vllm_tier import VllmTierEngine
 from relay_ray.rpc import relay_service
 from relay_ray.telemetry.metrics import RayMetrics
@@ -119,7 +119,7 @@ class RelayIngress:
                                   stream_interval_tokens=cfg.stream_interval_tokens,
                                   prefill_ahead=cfg.prefill_ahead,
                                   prefill_ahead_tiers=frozenset(cfg.prefill_ahead_tiers))
-        self.telemetry = TelemetryObserver(RayMetrics())
+        self.telemetry = TelemetryObserver(RayMetrics(serve.get_replica_context().app_name))
         self.controller = RelayController(tiers, limits, observer=self.telemetry)
         self.default_policy = cfg.default_policy
 

@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from relay_ray.engines.grpc_client import as_error
-from relay_ray.engines.handle_client import HandleTierClient
+from relay_ray.transport.grpc_client import as_error
+from relay_ray.transport.handle_client import HandleTierClient
 from relay_ray.rpc import convert
 from relay_ray.types import PreparedPrompt, PromptInput, SegmentDelta, SegmentJob, SegmentResult, TierInfo
 from relay_ray.v1 import segment_pb2_grpc as spb_grpc
