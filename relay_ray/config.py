@@ -76,6 +76,9 @@ class TierConfig(_Strict):
     autoscaling: TierScalingParams | None = Field(
         None, description="scale this tier on its own demand (replaces num_replicas)")
     speculative: SpeculativeConfig | None = Field(None, description="vLLM speculative decoding in this tier")
+    migration_limit: int = Field(
+        3, ge=0, le=100, description="times one segment is re-run on a healthy replica of this tier after "
+        "an infrastructure fault (replica or engine died, unreachable, stalled) before the request fails")
 
     @model_validator(mode="after")
     def _check(self) -> TierConfig:
@@ -114,6 +117,10 @@ class ControllerConfig(_Strict):
     prefill_ahead_tiers: tuple[Tier, ...] = Field(
         (Tier.LARGE,), min_length=1, description="tiers prefill-ahead warms (the large tier's delta prefill is "
         "the expensive one)")
+    migration_backoff_s: float = Field(0.25, gt=0, le=60, description="wait before re-running a failed "
+                                       "segment; doubles with each further failure (max 4 s)")
+    segment_stall_timeout_s: float = Field(120.0, gt=0, le=3600, description="a segment stream silent for this "
+                                           "long counts as a dead replica (its segment is re-run elsewhere)")
     large_endpoints: tuple[str, ...] = Field((), description="grpc transport: host:port of large tiers")
     small_endpoints: tuple[str, ...] = Field((), description="grpc transport: host:port of small tiers")
 

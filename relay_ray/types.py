@@ -283,6 +283,7 @@ class RelayStats:
     latency_ms: float
     finish_reason: FinishReason
     handoff_mode: HandoffMode
+    num_migrations: int = 0  # segments re-run on another replica after a tier fault
 
     @property
     def num_tokens(self) -> int:

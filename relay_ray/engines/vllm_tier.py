@@ -8,6 +8,7 @@ replica. ``vllm`` is imported lazily so that importing this module stays cheap.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -19,7 +20,7 @@ from dataclasses import replace
 from relay_ray.config import TierConfig
 from relay_ray.engines.detok import IncrementalDecoder
 from relay_ray.engines.segment_run import SegmentRun, TokenOutput
-from relay_ray.errors import RelayInputError
+from relay_ray.errors import FailureCause, RelayInputError, TierUnavailableError
 from relay_ray.types import (
     THINK_CLOSE_TEXT,
     PreparedPrompt,
@@ -49,6 +50,18 @@ def apply_cpu_env(config: TierConfig) -> None:
     if config.cpu_threads_bind is not None:
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = config.cpu_threads_bind
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@contextlib.asynccontextmanager
+async def _engine_errors():
+    """A dead engine is an infrastructure fault (the controller re-runs the segment on
+    another replica; Serve restarts this one when its health check fails)."""
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    try:
+        yield
+    except EngineDeadError as exc:
+        raise TierUnavailableError(f"engine dead: {exc}", FailureCause.ENGINE_DEAD) from None
 
 
 class VllmTierEngine:
@@ -175,7 +188,7 @@ class VllmTierEngine:
                                           self._sampling_params(job, run.max_engine_tokens), rid)
             t_first = None
             try:
-                async with asyncio.timeout(job.timeout_s or None):
+                async with _engine_errors(), asyncio.timeout(job.timeout_s or None):
                     async for out in stream:
                         if t_first is None:
                             t_first = time.perf_counter()

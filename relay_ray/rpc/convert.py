@@ -161,7 +161,7 @@ def result_to_pb(result: RelayResult) -> rpb.GenerateResponse:
         small_generated_tokens=s.generated_by_tier[Tier.SMALL],
         num_switches=s.num_switches, num_segments=s.num_segments, latency_ms=s.latency_ms,
         finish_reason=int(s.finish_reason), large_token_share=s.large_token_share,
-        handoff_mode=s.handoff_mode.value,
+        handoff_mode=s.handoff_mode.value, num_migrations=s.num_migrations,
     )
     return rpb.GenerateResponse(
         request_id=result.request_id, text=result.text, token_ids=list(result.token_ids),

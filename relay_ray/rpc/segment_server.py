@@ -6,13 +6,17 @@ with ``transport: grpc`` (or any SegmentService client) uses it as a tier.
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 from grpc_reflection.v1alpha import reflection
 
 from relay_ray.rpc import convert
-from relay_ray.rpc.status import status_for
+from relay_ray.rpc.status import is_bug, status_for
 from relay_ray.v1 import segment_pb2 as spb
 from relay_ray.v1 import segment_pb2_grpc as spb_grpc
+
+logger = logging.getLogger(__name__)
 
 
 class SegmentServicer(spb_grpc.SegmentServiceServicer):
@@ -44,6 +48,11 @@ class SegmentServicer(spb_grpc.SegmentServiceServicer):
         try:
             async for item in self.engine.stream_segment(job):
                 yield convert.update_to_pb(item)
+        except Exception as exc:  # a status for the controller, never a dead server
+            code, message = status_for(exc, job.request_id)
+            if is_bug(code):
+                logger.exception("segment job %s/%d failed", job.request_id, job.segment_index)
+            await context.abort(code, message)
         finally:
             otel_context.detach(token)
 

@@ -70,7 +70,7 @@ def build_app(config: RelayConfig) -> Application:
         max_ongoing_requests=c.max_ongoing_requests,
         ray_actor_options={"num_cpus": c.num_cpus},
     )
-    return ingress.bind(tiers[Tier.LARGE], tiers[Tier.SMALL], c.model_dump(mode="json"))
+    return ingress.bind(tiers[Tier.LARGE], tiers[Tier.SMALL], config.model_dump(mode="json"))
 
 
 def app_builder(args: dict) -> Application:

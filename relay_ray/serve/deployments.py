@@ -12,8 +12,9 @@ from ray import serve
 
 from relay_ray.autoscale.policy import INFLIGHT_METRIC, TOKENS_METRIC
 from relay_ray.autoscale.rates import SlidingRate
-from relay_ray.config import ControllerConfig, TierConfig
+from relay_ray.config import RelayConfig, TierConfig
 from relay_ray.controller import ControllerLimits, RelayController, RelayResult
+from relay_ray.controller.attempts import RetryPolicy
 from relay_ray.transport.direct_client import DirectTierClient
 from relay_ray.transport.grpc_client import GrpcTierClient
 from relay_ray.transport.handle_client import HandleTierClient
@@ -107,7 +108,8 @@ class RelayIngress:
     """
 
     def __init__(self, large, small, config: dict) -> None:
-        cfg = ControllerConfig.model_validate(config)
+        relay = RelayConfig.model_validate(config)
+        cfg = relay.controller
         if cfg.transport == "grpc":
             tiers = {Tier.LARGE: GrpcTierClient(cfg.large_endpoints), Tier.SMALL: GrpcTierClient(cfg.small_endpoints)}
         elif cfg.transport == "direct":
@@ -115,10 +117,13 @@ class RelayIngress:
                      Tier.SMALL: DirectTierClient(HandleTierClient(small))}
         else:
             tiers = {Tier.LARGE: HandleTierClient(large), Tier.SMALL: HandleTierClient(small)}
+        retry = {tier: RetryPolicy(migration_limit=tier_cfg.migration_limit, backoff_s=cfg.migration_backoff_s,
+                                   stall_timeout_s=cfg.segment_stall_timeout_s)
+                 for tier, tier_cfg in ((Tier.LARGE, relay.large), (Tier.SMALL, relay.small))}
         limits = ControllerLimits(max_new_tokens=cfg.max_new_tokens_limit,
                                   stream_interval_tokens=cfg.stream_interval_tokens,
                                   prefill_ahead=cfg.prefill_ahead,
-                                  prefill_ahead_tiers=frozenset(cfg.prefill_ahead_tiers))
+                                  prefill_ahead_tiers=frozenset(cfg.prefill_ahead_tiers), retry=retry)
         self.telemetry = TelemetryObserver(RayMetrics(serve.get_replica_context().app_name))
         self.controller = RelayController(tiers, limits, observer=self.telemetry)
         self.default_policy = cfg.default_policy
@@ -137,9 +142,6 @@ class RelayIngress:
         ):
             yield message
 
-    async def relay(self, request: RelayRequest) -> RelayResult:
+    async def relay(self, request: RelayRequest, timeout_s: float | None = None) -> RelayResult:
         """Python entry point for handle callers (tests, batch jobs)."""
-        async for event in self.controller.generate(request):
-            if isinstance(event, RelayResult):
-                return event
-        raise RuntimeError("relay ended without a result")
+        return await self.controller.run(request, timeout_s=timeout_s)

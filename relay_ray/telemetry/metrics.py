@@ -39,9 +39,13 @@ INFLIGHT_SEGMENTS = MetricSpec("relay_inflight_segments", "gauge", "segment jobs
 DEMAND_TOKENS_PER_S = MetricSpec("relay_demand_tokens_per_s", "gauge",
                                  "tokens written per second per tier (sliding window)", ("tier",))
 SWITCHES_PER_S = MetricSpec("relay_switches_per_s", "gauge", "tier switches per second (sliding window)", ())
+MIGRATIONS = MetricSpec("relay_migrations_total", "counter",
+                        "segments re-run on a healthy replica after a tier fault", ("tier", "cause"))
 
 ALL = (REQUESTS, SEGMENTS, SWITCHES, TOKENS, SEGMENT_LATENCY, HANDOFF_OVERHEAD, PREFIX_PROMPT_TOKENS,
-       PREFIX_CACHED_TOKENS, PREFIX_HIT_RATIO, INFLIGHT_SEGMENTS, DEMAND_TOKENS_PER_S, SWITCHES_PER_S)
+       PREFIX_CACHED_TOKENS, PREFIX_HIT_RATIO, INFLIGHT_SEGMENTS, DEMAND_TOKENS_PER_S, SWITCHES_PER_S, MIGRATIONS)
+# Exported only once something happens (no fault, no series): not required on a scrape.
+ON_EVENT = (MIGRATIONS,)
 
 
 APPLICATION_TAG = "application"
