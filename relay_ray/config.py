@@ -69,7 +69,12 @@ class TierConfig(_Strict):
     num_replicas: int = Field(1, ge=1, le=1024)
     num_cpus: float = Field(0.0, ge=0, description="Ray CPUs reserved per replica")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per replica; fractions pack replicas on a GPU")
-    max_ongoing_requests: int = Field(64, ge=1, description="segment jobs in flight per replica")
+    max_ongoing_requests: int = Field(64, ge=1, description="segment jobs in flight per replica (Serve handle)")
+    max_queued_requests: int = Field(-1, ge=-1, description="segment jobs queued per handle beyond that "
+                                     "(-1: unbounded; the controller's admission limit bounds the load)")
+    max_direct_segments: int | None = Field(
+        None, ge=1, description="segment jobs in flight per replica over its direct gRPC port; more are refused "
+        "with RESOURCE_EXHAUSTED and go through Serve instead (default: max_ongoing_requests)")
     request_router: Literal["affinity", "balanced"] = Field(
         "affinity", description="affinity: a request's segments stay on one replica (prefix cache); "
         "balanced: Serve's default power-of-two-choices (single-segment workloads)")
@@ -103,7 +108,10 @@ class TierConfig(_Strict):
 class ControllerConfig(_Strict):
     num_replicas: int = Field(1, ge=1, le=1024)
     num_cpus: float = Field(0.0, ge=0)
-    max_ongoing_requests: int = Field(256, ge=1)
+    max_ongoing_requests: int = Field(256, ge=1, description="requests relayed at once per controller replica")
+    max_queued_requests: int = Field(
+        512, ge=-1, description="requests waiting for a controller replica beyond max_ongoing_requests; more are "
+        "answered RESOURCE_EXHAUSTED at once (-1: unbounded)")
     max_new_tokens_limit: int = Field(4096, ge=1, description="largest max_new_tokens a request may ask")
     stream_interval_tokens: int = Field(8, ge=1, description="tokens per streamed text delta")
     default_policy: str = Field("relaygen", description="policy used when a request names none")

@@ -19,6 +19,7 @@ from dataclasses import replace
 
 from relay_ray.config import TierConfig
 from relay_ray.engines.detok import IncrementalDecoder
+from relay_ray.engines.lifecycle import bind_to_replica
 from relay_ray.engines.segment_run import SegmentRun, TokenOutput
 from relay_ray.errors import FailureCause, RelayInputError, TierUnavailableError
 from relay_ray.types import (
@@ -81,6 +82,7 @@ class VllmTierEngine:
 
         cfg = self.config
         apply_cpu_env(cfg)
+        bind_to_replica()  # the engine core process must not outlive this one
         args = AsyncEngineArgs(
             model=cfg.model,
             tokenizer=cfg.tokenizer,

@@ -25,6 +25,11 @@ from relay_ray.telemetry.observer import TelemetryObserver
 from relay_ray.types import PreparedPrompt, PromptInput, RelayRequest, SegmentJob, SegmentResult, Tier, TierInfo
 
 
+# Tier deployments get graceful_shutdown_timeout_s = 30 (builder): direct segments still in
+# flight after this long are cancelled and migrated, before Serve force-stops the replica.
+DRAIN_GRACE_S = 20.0
+
+
 class TierServer:
     """One replica of a tier: owns one vLLM engine and runs segment jobs on it."""
 
@@ -39,9 +44,9 @@ class TierServer:
         await self.engine.start()
         self._inflight = 0
         self._decoded = SlidingRate(window_s=10.0)
-        self.endpoint = await self._serve_direct()
+        self.endpoint = await self._serve_direct(tier_config.max_direct_segments or tier_config.max_ongoing_requests)
 
-    async def _serve_direct(self) -> str:
+    async def _serve_direct(self, max_segments: int) -> str:
         """Also serve SegmentService on this node's IP (transport 'direct': a controller
         reaches this replica without a Serve handle once it knows the endpoint)."""
         from ray.util import get_node_ip_address
@@ -49,8 +54,13 @@ class TierServer:
         from relay_ray.rpc.segment_server import start_segment_server
 
         host = get_node_ip_address()
-        self._grpc_server, port = await start_segment_server(self, host, 0)
+        self._grpc_server, port = await start_segment_server(self, host, 0, max_segments)
         return f"{host}:{port}"
+
+    def engine_load(self) -> dict[str, int]:
+        """Requests the engine has not finished, and segment jobs in flight (tests, debugging)."""
+        processor = self.engine.engine.output_processor
+        return {"unfinished_requests": processor.get_num_unfinished_requests(), "segments": self._inflight}
 
     def _finished(self, job: SegmentJob, result: SegmentResult) -> None:
         if job.prefill_only:
@@ -95,7 +105,14 @@ class TierServer:
         """Serve restarts the replica when this raises (engine process died, ...)."""
         await self.engine.check_health()
 
-    def __del__(self) -> None:
+    async def __del__(self) -> None:
+        """Graceful stop (Serve calls this after its handle requests drained): refuse new
+        direct segments (controllers then route through Serve, to other replicas), let the
+        ones in flight finish within the grace period (the rest are cancelled, and their
+        controllers re-run them elsewhere), then stop the engine."""
+        server = getattr(self, "_grpc_server", None)
+        if server is not None:
+            await server.stop(grace=DRAIN_GRACE_S)
         engine = getattr(self, "engine", None)
         if engine is not None:
             engine.shutdown()

@@ -1,8 +1,9 @@
 """One Ray instance per test session with three relay applications on Serve's gRPC proxy.
 
 - ``pair``: the demo pair (large and small models differ) for policy behaviour;
-- ``same``: both tiers serve the *same* model (the small tier with two replicas), for
-  handoff exactness and replica affinity;
+- ``same``: both tiers serve the *same* model, two replicas each, behind two controller
+  replicas: handoff exactness, replica affinity, and the fault tests (which kill replicas and
+  wait for all of them to be back before they end);
 - ``telemetry``: a small pair used only by the metrics test, whose counters (tagged with the
   application) no other test moves.
 Engines start once per session (about two minutes on 2 cores) and are shared by all tests.
@@ -78,8 +79,8 @@ def relay_server(tmp_path_factory):
     # `pair` runs prefill-ahead (off by default) so the tests cover it; `same` runs the defaults.
     pair = RelayConfig(large=tier("demo-large", "0"), small=tier("demo-small", "1"),
                        controller={"max_new_tokens_limit": 512, "prefill_ahead": True})
-    same = RelayConfig(large=tier("demo-small", "0"), small=tier("demo-small", "1", num_replicas=2),
-                       controller={"max_new_tokens_limit": 512})
+    same = RelayConfig(large=tier("demo-small", "0", num_replicas=2), small=tier("demo-small", "1", num_replicas=2),
+                       controller={"max_new_tokens_limit": 512, "num_replicas": 2})
     telemetry = RelayConfig(large=tier("demo-small", "0"), small=tier("demo-small", "1"),
                             controller={"max_new_tokens_limit": 512})
     started = time.perf_counter()
