@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Iterator, Sequence
 
 import grpc
@@ -39,27 +41,117 @@ def build_request(
     return msg
 
 
+# Failures after which a request can go on on another controller replica: the replica or its
+# connection died (Serve's proxy reports a dead replica as INTERNAL naming the Ray error).
+_RESUMABLE_DETAILS = ("ActorDiedError", "RayActorError", "ActorUnavailableError", "WorkerCrashedError")
+
+
+def resumable(exc: grpc.RpcError) -> bool:
+    """Whether a failed call may be resumed (a dead controller replica or connection)."""
+    code = exc.code() if hasattr(exc, "code") else None
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return True
+    details = exc.details() if hasattr(exc, "details") else ""
+    return code == grpc.StatusCode.INTERNAL and any(name in (details or "") for name in _RESUMABLE_DETAILS)
+
+
+class StreamProgress:
+    """What a client holds of a streamed request: enough to resume it (relay.proto Resume)."""
+
+    def __init__(self, request: rpb.GenerateRequest) -> None:
+        self.request = request
+        self.request_id = request.request_id
+        self.token = b""
+        self.output_ids: list[int] = []
+        self.output_text: list[str] = []
+        self.partial_ids: list[int] = []
+        self.partial_text: list[str] = []
+
+    def observe(self, event: rpb.GenerateStreamResponse) -> None:
+        self.request_id = self.request_id or event.request_id
+        kind = event.WhichOneof("event")
+        if kind == "delta":
+            self.partial_ids.extend(event.delta.token_ids)
+            self.partial_text.append(event.delta.text)
+        elif kind == "segment_end":
+            self.output_ids.extend(event.segment_end.token_ids)
+            self.output_text.append(event.segment_end.text)
+            self.partial_ids, self.partial_text = [], []
+            self.token = event.resume_token
+
+    def resume_request(self) -> rpb.GenerateRequest:
+        msg = rpb.GenerateRequest()
+        msg.CopyFrom(self.request)
+        msg.request_id = self.request_id
+        msg.resume.CopyFrom(rpb.Resume(
+            token=self.token, output_token_ids=self.output_ids if self.token else [],
+            output_text="".join(self.output_text) if self.token else "",
+            partial_token_ids=self.partial_ids, partial_text="".join(self.partial_text)))
+        return msg
+
+
 class RelayClient:
-    """Talks to RelayService on Serve's gRPC proxy (or any RelayService server)."""
+    """Talks to RelayService on Serve's gRPC proxy (or any RelayService server).
+
+    If a controller replica dies during a call, the call goes on on another replica:
+    streams resume where they broke (nothing delivered twice), unary calls are sent again,
+    up to ``resume_attempts`` times within the call's timeout.
+    """
 
     def __init__(self, address: str = "127.0.0.1:9000", app_name: str | None = None,
-                 timeout_s: float | None = 600.0) -> None:
+                 timeout_s: float | None = 600.0, resume_attempts: int = 3) -> None:
         self.channel = grpc.insecure_channel(address)
         self.stub = rpb_grpc.RelayServiceStub(self.channel)
         self.metadata = (("application", app_name),) if app_name else ()
         self.timeout_s = timeout_s
+        self.resume_attempts = resume_attempts
+        self.num_resumes = 0  # calls resumed on another replica (for tests and monitoring)
 
-    def _metadata(self, extra: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    def _metadata(self, extra: Sequence[tuple[str, str]], timeout_s: float | None) -> tuple[tuple[str, str], ...]:
         # Serve's proxy does not pass the call's deadline on: send it as metadata too.
-        deadline = ((TIMEOUT_METADATA, str(int(self.timeout_s * 1000))),) if self.timeout_s else ()
+        deadline = ((TIMEOUT_METADATA, str(int(timeout_s * 1000))),) if timeout_s else ()
         return self.metadata + deadline + tuple(extra)
 
+    def _attempts(self):
+        """(attempt number, time left) for each try of one call."""
+        started = time.monotonic()
+        for attempt in range(self.resume_attempts + 1):
+            left = None if self.timeout_s is None else self.timeout_s - (time.monotonic() - started)
+            if left is not None and left <= 0:
+                return
+            yield attempt, left
+
     def generate(self, request: rpb.GenerateRequest, metadata: Sequence[tuple[str, str]] = ()) -> rpb.GenerateResponse:
-        return self.stub.Generate(request, metadata=self._metadata(metadata), timeout=self.timeout_s)
+        if not request.request_id:
+            request = _with_request_id(request)
+        for attempt, left in self._attempts():
+            try:
+                return self.stub.Generate(request, metadata=self._metadata(metadata, left), timeout=left)
+            except grpc.RpcError as exc:
+                if attempt >= self.resume_attempts or not resumable(exc):
+                    raise
+                self._pause(attempt)
+        raise grpc.RpcError("the call's timeout passed")  # pragma: no cover: timeouts raise above
 
     def generate_stream(self, request: rpb.GenerateRequest,
                         metadata: Sequence[tuple[str, str]] = ()) -> Iterator[rpb.GenerateStreamResponse]:
-        return self.stub.GenerateStream(request, metadata=self._metadata(metadata), timeout=self.timeout_s)
+        progress = StreamProgress(request)
+        msg = request
+        for attempt, left in self._attempts():
+            try:
+                for event in self.stub.GenerateStream(msg, metadata=self._metadata(metadata, left), timeout=left):
+                    progress.observe(event)
+                    yield event
+                return
+            except grpc.RpcError as exc:
+                if attempt >= self.resume_attempts or not resumable(exc):
+                    raise
+                self._pause(attempt)
+                msg = progress.resume_request()
+
+    def _pause(self, attempt: int) -> None:
+        self.num_resumes += 1
+        time.sleep(min(2.0, 0.2 * 2 ** attempt))
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
         grpc.channel_ready_future(self.channel).result(timeout=timeout_s)
@@ -72,3 +164,10 @@ class RelayClient:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _with_request_id(request: rpb.GenerateRequest) -> rpb.GenerateRequest:
+    msg = rpb.GenerateRequest()
+    msg.CopyFrom(request)
+    msg.request_id = uuid.uuid4().hex
+    return msg

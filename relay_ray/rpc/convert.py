@@ -7,6 +7,7 @@ import uuid
 from google.protobuf.message import Message
 
 from relay_ray.controller.events import RelayResult, SegmentFinished, TextDelta
+from relay_ray.controller.resume import ResumeInput
 from relay_ray.errors import RelayInputError
 from relay_ray.types import (
     ChatMessage,
@@ -171,11 +172,25 @@ def result_to_pb(result: RelayResult) -> rpb.GenerateResponse:
 
 def event_to_pb(request_id: str, event) -> rpb.GenerateStreamResponse:
     if isinstance(event, TextDelta):
-        delta = rpb.TextDelta(segment_index=event.segment_index, tier=tier_to_pb(event.tier), text=event.text)
+        delta = rpb.TextDelta(segment_index=event.segment_index, tier=tier_to_pb(event.tier), text=event.text,
+                              token_ids=list(event.token_ids))
         return rpb.GenerateStreamResponse(request_id=request_id, delta=delta)
     if isinstance(event, SegmentFinished):
-        return rpb.GenerateStreamResponse(request_id=request_id, segment_end=segment_record_to_pb(event.record))
+        info = segment_record_to_pb(event.record)
+        info.token_ids.extend(event.token_ids)
+        return rpb.GenerateStreamResponse(request_id=request_id, segment_end=info, resume_token=event.resume_token)
     return rpb.GenerateStreamResponse(request_id=event.request_id, final=result_to_pb(event))
+
+
+def resume_from_pb(msg: rpb.GenerateRequest) -> ResumeInput | None:
+    """The request's resume fields, or None for a fresh request."""
+    if not msg.HasField("resume"):
+        return None
+    r = msg.resume
+    if not r.token and (r.output_token_ids or r.output_text):
+        raise RelayInputError("resume.token", "committed output can only be resumed with the token that came with it")
+    return ResumeInput(bytes(r.token), tuple(r.output_token_ids), r.output_text, tuple(r.partial_token_ids),
+                       r.partial_text)
 
 
 # ---- segment service ---------------------------------------------------------------

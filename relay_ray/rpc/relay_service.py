@@ -16,7 +16,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from relay_ray.controller import RelayController
-from relay_ray.rpc.convert import event_to_pb, request_from_pb, result_to_pb
+from relay_ray.rpc.convert import event_to_pb, request_from_pb, result_to_pb, resume_from_pb
 from relay_ray.rpc.status import is_bug, status_for
 from relay_ray.v1 import relay_pb2 as rpb
 
@@ -76,7 +76,9 @@ async def generate_stream(controller: RelayController, msg: rpb.GenerateRequest,
     try:
         request = request_from_pb(msg, default_policy)
         request_id = request.request_id  # generated when the client sent none
-        async for event in controller.generate(request, stream_text=True, timeout_s=timeout_s(context)):
+        resume = resume_from_pb(msg)
+        async for event in controller.generate(request, stream_text=True, timeout_s=timeout_s(context),
+                                               resume=resume):
             yield event_to_pb(request_id, event)
     except Exception as exc:
         raise _fail(context, request_id, exc) from None

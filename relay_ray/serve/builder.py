@@ -6,6 +6,7 @@ config files (``cluster/*.yaml``), which pass the config as the application's ``
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 from ray import serve
@@ -58,8 +59,12 @@ def tier_deployment_options(tier: Tier, cfg: TierConfig) -> dict:
     return options
 
 
-def build_app(config: RelayConfig) -> Application:
-    """The relay application: LargeTier and SmallTier deployments behind RelayController."""
+def build_app(config: RelayConfig, app_secret: str | None = None) -> Application:
+    """The relay application: LargeTier and SmallTier deployments behind RelayController.
+
+    ``app_secret`` (random when not given) is handed to the controller replicas through Ray:
+    it signs the resume tokens any replica of this application accepts.
+    """
     tiers = {}
     for tier, tier_cfg in ((Tier.LARGE, config.large), (Tier.SMALL, config.small)):
         deployment = serve.deployment(TierServer).options(**tier_deployment_options(tier, tier_cfg))
@@ -72,7 +77,8 @@ def build_app(config: RelayConfig) -> Application:
         max_queued_requests=c.max_queued_requests,
         ray_actor_options={"num_cpus": c.num_cpus},
     )
-    return ingress.bind(tiers[Tier.LARGE], tiers[Tier.SMALL], config.model_dump(mode="json"))
+    secret = app_secret or secrets.token_hex(32)
+    return ingress.bind(tiers[Tier.LARGE], tiers[Tier.SMALL], config.model_dump(mode="json"), secret)
 
 
 def app_builder(args: dict) -> Application:

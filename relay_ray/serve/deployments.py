@@ -15,6 +15,7 @@ from relay_ray.autoscale.rates import SlidingRate
 from relay_ray.config import RelayConfig, TierConfig
 from relay_ray.controller import ControllerLimits, RelayController, RelayResult
 from relay_ray.controller.attempts import RetryPolicy
+from relay_ray.controller.resume import ResumeCodec
 from relay_ray.transport.direct_client import DirectTierClient
 from relay_ray.transport.grpc_client import GrpcTierClient
 from relay_ray.transport.handle_client import HandleTierClient
@@ -124,7 +125,7 @@ class RelayIngress:
     Stateless between requests, so it scales to any number of replicas.
     """
 
-    def __init__(self, large, small, config: dict) -> None:
+    def __init__(self, large, small, config: dict, app_secret: str) -> None:
         relay = RelayConfig.model_validate(config)
         cfg = relay.controller
         if cfg.transport == "grpc":
@@ -142,7 +143,8 @@ class RelayIngress:
                                   prefill_ahead=cfg.prefill_ahead,
                                   prefill_ahead_tiers=frozenset(cfg.prefill_ahead_tiers), retry=retry)
         self.telemetry = TelemetryObserver(RayMetrics(serve.get_replica_context().app_name))
-        self.controller = RelayController(tiers, limits, observer=self.telemetry)
+        self.controller = RelayController(tiers, limits, observer=self.telemetry,
+                                          resume_codec=ResumeCodec(app_secret.encode()))
         self.default_policy = cfg.default_policy
 
     def record_autoscaling_stats(self) -> dict[str, float]:
