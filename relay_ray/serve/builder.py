@@ -59,6 +59,18 @@ def tier_deployment_options(tier: Tier, cfg: TierConfig) -> dict:
     return options
 
 
+# Deployment-level settings: Serve applies a change of these without restarting replicas
+# only if the replicas' own arguments do not change with them.
+_SCALING_FIELDS = {"num_replicas", "autoscaling", "migration_limit", "request_router", "max_queued_requests",
+                   "max_ongoing_requests"}
+
+
+def replica_args(cfg: TierConfig) -> dict:
+    """What a tier replica needs of its config (no scaling fields: see above)."""
+    bound = cfg.max_direct_segments or cfg.max_ongoing_requests
+    return cfg.model_copy(update={"max_direct_segments": bound}).model_dump(mode="json", exclude=_SCALING_FIELDS)
+
+
 def build_app(config: RelayConfig, app_secret: str | None = None) -> Application:
     """The relay application: LargeTier and SmallTier deployments behind RelayController.
 
@@ -68,7 +80,7 @@ def build_app(config: RelayConfig, app_secret: str | None = None) -> Application
     tiers = {}
     for tier, tier_cfg in ((Tier.LARGE, config.large), (Tier.SMALL, config.small)):
         deployment = serve.deployment(TierServer).options(**tier_deployment_options(tier, tier_cfg))
-        tiers[tier] = deployment.bind(tier.value, tier_cfg.model_dump(mode="json"))
+        tiers[tier] = deployment.bind(tier.value, replica_args(tier_cfg))
     c = config.controller
     ingress = serve.deployment(RelayIngress).options(
         name=CONTROLLER_DEPLOYMENT_NAME,
@@ -78,7 +90,10 @@ def build_app(config: RelayConfig, app_secret: str | None = None) -> Application
         ray_actor_options={"num_cpus": c.num_cpus},
     )
     secret = app_secret or secrets.token_hex(32)
-    return ingress.bind(tiers[Tier.LARGE], tiers[Tier.SMALL], config.model_dump(mode="json"), secret)
+    # Only what the controller uses: scaling a tier (num_replicas, autoscaling) must not
+    # change the controller's arguments, or Serve would restart the controller replicas.
+    migration_limits = {"large": config.large.migration_limit, "small": config.small.migration_limit}
+    return ingress.bind(tiers[Tier.LARGE], tiers[Tier.SMALL], c.model_dump(mode="json"), migration_limits, secret)
 
 
 def app_builder(args: dict) -> Application:

@@ -12,7 +12,7 @@ from ray import serve
 
 from relay_ray.autoscale.policy import INFLIGHT_METRIC, TOKENS_METRIC
 from relay_ray.autoscale.rates import SlidingRate
-from relay_ray.config import RelayConfig, TierConfig
+from relay_ray.config import ControllerConfig, TierConfig
 from relay_ray.controller import ControllerLimits, RelayController, RelayResult
 from relay_ray.controller.attempts import RetryPolicy
 from relay_ray.controller.resume import ResumeCodec
@@ -125,9 +125,8 @@ class RelayIngress:
     Stateless between requests, so it scales to any number of replicas.
     """
 
-    def __init__(self, large, small, config: dict, app_secret: str) -> None:
-        relay = RelayConfig.model_validate(config)
-        cfg = relay.controller
+    def __init__(self, large, small, config: dict, migration_limits: dict[str, int], app_secret: str) -> None:
+        cfg = ControllerConfig.model_validate(config)
         if cfg.transport == "grpc":
             tiers = {Tier.LARGE: GrpcTierClient(cfg.large_endpoints), Tier.SMALL: GrpcTierClient(cfg.small_endpoints)}
         elif cfg.transport == "direct":
@@ -135,9 +134,8 @@ class RelayIngress:
                      Tier.SMALL: DirectTierClient(HandleTierClient(small))}
         else:
             tiers = {Tier.LARGE: HandleTierClient(large), Tier.SMALL: HandleTierClient(small)}
-        retry = {tier: RetryPolicy(migration_limit=tier_cfg.migration_limit, backoff_s=cfg.migration_backoff_s,
-                                   stall_timeout_s=cfg.segment_stall_timeout_s)
-                 for tier, tier_cfg in ((Tier.LARGE, relay.large), (Tier.SMALL, relay.small))}
+        retry = {tier: RetryPolicy(migration_limit=migration_limits[tier.value], backoff_s=cfg.migration_backoff_s,
+                                   stall_timeout_s=cfg.segment_stall_timeout_s) for tier in Tier}
         limits = ControllerLimits(max_new_tokens=cfg.max_new_tokens_limit,
                                   stream_interval_tokens=cfg.stream_interval_tokens,
                                   prefill_ahead=cfg.prefill_ahead,

@@ -4,8 +4,9 @@
 - ``same``: both tiers serve the *same* model, two replicas each, behind two controller
   replicas: handoff exactness, replica affinity, and the fault tests (which kill replicas and
   wait for all of them to be back before they end);
-- ``telemetry``: a small pair used only by the metrics test, whose counters (tagged with the
-  application) no other test moves.
+- ``edge``: a small pair behind one controller with a tight admission limit, for tests of
+  the service's edges: metrics (its counters of policy ``rstitch`` are moved by the metrics
+  test only), admission, deadlines and cancellation (other policies).
 Engines start once per session (about two minutes on 2 cores) and are shared by all tests.
 """
 
@@ -37,6 +38,19 @@ KV_CACHE_MIB = {"demo-large": 448, "demo-small": 64}
 def tier(model: str, bind: str, **extra) -> dict:
     return {"model": str(MODELS / model), "dtype": "float32", "max_model_len": 1024, "block_size": 32,
             "kv_cache_memory_mib": KV_CACHE_MIB[model], "cpu_threads_bind": bind, "max_num_seqs": 16, **extra}
+
+
+EDGE_ONGOING, EDGE_QUEUED = 4, 4  # the edge application's admission limit: 8 requests
+SAME_SECRET = "same-app-secret-kept-across-redeploys"  # scaling it must not restart its controllers
+
+
+def same_config(small_replicas: int = 2):
+    """The ``same`` application (tests that scale it redeploy it with another replica count)."""
+    from relay_ray.config import RelayConfig
+
+    return RelayConfig(large=tier("demo-small", "0", num_replicas=2),
+                       small=tier("demo-small", "1", num_replicas=small_replicas),
+                       controller={"max_new_tokens_limit": 512, "num_replicas": 2})
 
 
 @dataclass(frozen=True)
@@ -79,14 +93,14 @@ def relay_server(tmp_path_factory):
     # `pair` runs prefill-ahead (off by default) so the tests cover it; `same` runs the defaults.
     pair = RelayConfig(large=tier("demo-large", "0"), small=tier("demo-small", "1"),
                        controller={"max_new_tokens_limit": 512, "prefill_ahead": True})
-    same = RelayConfig(large=tier("demo-small", "0", num_replicas=2), small=tier("demo-small", "1", num_replicas=2),
-                       controller={"max_new_tokens_limit": 512, "num_replicas": 2})
-    telemetry = RelayConfig(large=tier("demo-small", "0"), small=tier("demo-small", "1"),
-                            controller={"max_new_tokens_limit": 512})
+    same = same_config()
+    edge = RelayConfig(large=tier("demo-small", "0"), small=tier("demo-small", "1"),
+                       controller={"max_new_tokens_limit": 512, "max_ongoing_requests": EDGE_ONGOING,
+                                   "max_queued_requests": EDGE_QUEUED})
     started = time.perf_counter()
     serve.run_many([RunTarget(build_app(pair), name="pair", route_prefix="/pair"),
-                    RunTarget(build_app(same), name="same", route_prefix="/same"),
-                    RunTarget(build_app(telemetry), name="telemetry", route_prefix="/telemetry")])
+                    RunTarget(build_app(same, SAME_SECRET), name="same", route_prefix="/same"),
+                    RunTarget(build_app(edge), name="edge", route_prefix="/edge")])
     print(f"\nrelay applications ready in {time.perf_counter() - started:.0f} s")
     yield RelayServer(f"127.0.0.1:{grpc_port}", trace_file, f"http://127.0.0.1:{metrics_port}/metrics")
     serve.shutdown()
