@@ -95,5 +95,22 @@ def engines_by_parent(session: str | None = None) -> dict[int, int]:
     return counts
 
 
+def orphaned_engine_processes(session: str | None = None) -> list[int]:
+    """vLLM processes (engine cores, their workers) of a local session whose parent is gone."""
+    from relay_ray.serve.local import SESSION_ENV
+
+    session = session or os.environ.get(SESSION_ENV)
+    orphans = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        try:
+            title = " ".join(proc.info["cmdline"] or []) or proc.info["name"] or ""
+            if ("VLLM::" in title and proc.environ().get(SESSION_ENV) == session
+                    and proc.status() != psutil.STATUS_ZOMBIE and proc.ppid() == 1):
+                orphans.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return orphans
+
+
 def rss_mib(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / 2**20

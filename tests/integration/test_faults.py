@@ -19,7 +19,7 @@ import urllib.request
 import pytest
 
 from relay_ray.client import RelayClient, build_request
-from relay_ray.serve.replicas import engines_by_parent, replica_pids, wait_for_replicas
+from relay_ray.serve.replicas import engines_by_parent, orphaned_engine_processes, replica_pids, wait_for_replicas
 
 pytestmark = pytest.mark.integration
 APP = "same"
@@ -112,7 +112,7 @@ def test_killed_tier_replicas_lose_no_request(relay_server, references):
         engines = engines_by_parent()
         replicas = {pid for pids in live.values() for pid in pids}
         ok = all(engines.get(pid) == 1 for pid in replicas) and set(engines) <= set(
-            replica_pids_everywhere())
+            replica_pids_everywhere()) and not orphaned_engine_processes()
         if ok or time.monotonic() > deadline:
             break
         time.sleep(1)
