@@ -45,6 +45,24 @@ class SpeculativeConfig(_Strict):
         return {"model": self.model, "num_speculative_tokens": self.num_speculative_tokens}
 
 
+class KvSessionConfig(_Strict):
+    """KV sessions of a tier (engines/session.py): a relay request's whole KV cache, partial
+    last block included, kept in one resumable vLLM request between the request's jobs, so a
+    handoff computes only the tokens the tier has not seen (and prefill-ahead can feed those
+    while the other tier writes). Used for jobs that ask for it (the controller's
+    ``kv_session_tiers``); jobs the pool has no room for run plainly."""
+
+    enabled: bool = Field(True, description="keep sessions for jobs that ask (KvSession.KEEP)")
+    step_tokens: int = Field(
+        4, ge=0, le=4096, description="tokens of a segment whose stop rule can end it early that run one engine "
+        "step per input chunk (an early stop inside a chunk loses the session); the rest run as one chunk")
+    max_sessions: int | None = Field(
+        None, ge=1, description="sessions per replica (each holds a vLLM slot; default: max_num_seqs // 2); "
+        "their tokens together are also bounded by half the KV cache")
+    idle_ttl_s: float = Field(60.0, gt=0, le=3600, description="an idle session is closed after this long "
+                              "(its controller normally ends it with the request)")
+
+
 class TierConfig(_Strict):
     """One tier: a vLLM engine per replica, and how Serve places the replicas."""
 
@@ -81,6 +99,7 @@ class TierConfig(_Strict):
     autoscaling: TierScalingParams | None = Field(
         None, description="scale this tier on its own demand (replaces num_replicas)")
     speculative: SpeculativeConfig | None = Field(None, description="vLLM speculative decoding in this tier")
+    kv_sessions: KvSessionConfig = Field(KvSessionConfig(), description="keep requests' KV hot between jobs")
     migration_limit: int = Field(
         3, ge=0, le=100, description="times one segment is re-run on a healthy replica of this tier after "
         "an infrastructure fault (replica or engine died, unreachable, stalled) before the request fails")
@@ -125,6 +144,13 @@ class ControllerConfig(_Strict):
     prefill_ahead_tiers: tuple[Tier, ...] = Field(
         (Tier.LARGE,), min_length=1, description="tiers prefill-ahead warms (the large tier's delta prefill is "
         "the expensive one)")
+    kv_session_tiers: tuple[Tier, ...] = Field(
+        (), description="tiers asked to keep each relay request's whole KV cache (partial block included) between "
+        "its segments, in a KV session (the tier's kv_sessions); with prefill_ahead on such a tier, the other "
+        "tier's tokens are fed to it while they are written (every feed_interval_tokens), so a handoff computes "
+        "only the last few (docs/benchmarks.md, handoff ablation)")
+    feed_interval_tokens: int = Field(4, ge=1, le=1024, description="tokens between prefill-ahead feeds of a KV "
+                                      "session tier (one feed in flight at a time: later ones carry all new tokens)")
     migration_backoff_s: float = Field(0.25, gt=0, le=60, description="wait before re-running a failed "
                                        "segment; doubles with each further failure (max 4 s)")
     segment_stall_timeout_s: float = Field(120.0, gt=0, le=3600, description="a segment stream silent for this "

@@ -62,6 +62,19 @@ class HandoffMode(enum.Enum):
     TEXT = "text"  # tokenizers differ: the receiving tier re-tokenizes the text
 
 
+class KvSession(enum.Enum):
+    """What a tier does with a request's KV cache around one job (``SegmentJob.kv_session``).
+
+    vLLM's prefix cache keeps whole KV blocks only, so a plain job recomputes the partial
+    last block of its prefix. A tier that keeps *sessions* (engines/session.py) holds a
+    request's whole KV, partial block included, between its jobs.
+    """
+
+    NONE = "none"  # plain: nothing is kept beyond the prefix cache's whole blocks
+    KEEP = "keep"  # more jobs of this request follow on this tier: keep its KV hot, if the tier can
+    END = "end"  # the request is over: release its session (the job does nothing else)
+
+
 @dataclass(frozen=True, slots=True)
 class EntropyRule:
     """Stop when the normalized entropy H/log V of a token crosses ``threshold``.
@@ -137,6 +150,8 @@ class SegmentJob:
     ``resume_token_ids`` continue a segment that failed after producing them (migration): they
     follow the prefix, count as the segment's first tokens and are not streamed again.
     ``timeout_s > 0`` bounds the job: the tier aborts it after that long (the request deadline).
+    ``kv_session`` asks the tier to keep (or release) the request's KV between its jobs
+    (:class:`KvSession`); a tier that cannot runs the job plainly, with the same result.
     """
 
     request_id: str
@@ -151,6 +166,7 @@ class SegmentJob:
     prefill_only: bool = False
     resume_token_ids: tuple[int, ...] = ()
     timeout_s: float = 0.0
+    kv_session: KvSession = KvSession.NONE
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,14 @@ per token and of each tier's warm-up time, and a warm-up is sent only when the g
 segment has enough tokens left to hide it (fixed-length segments know their remainder;
 stop-string segments count their whole budget).
 
+A tier that keeps the request's KV in a *session* (``feed_tiers``, engines/session.py) keeps
+partial blocks too. Such a tier is *fed* instead: the generating tier reports every
+``feed_interval_tokens`` tokens, and the receiving tier gets every token received so far, with
+at most one feed in flight (the next one carries everything that arrived meanwhile, so the
+feeds adapt to the receiving tier's speed). A feed is work the switch would need anyway, so
+it is not gated by :class:`WarmTiming`. At the switch, only the tokens of the last feed
+interval (and a feed still running) are left.
+
 Pure bookkeeping: no I/O. :class:`~relay_ray.controller.relay.RelayController` sends the jobs.
 """
 
@@ -22,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from relay_ray.types import SegmentJob, StopRule, Tier
+from relay_ray.types import KvSession, SegmentJob, StopRule, Tier
 
 
 @dataclass
@@ -37,6 +45,9 @@ class PrefillAheadPlanner:
     block_sizes: dict[Tier, int]
     stream_tiers: frozenset[Tier] = frozenset({Tier.LARGE})
     cached_tokens: dict[Tier, int] = field(default_factory=lambda: {Tier.LARGE: 0, Tier.SMALL: 0})
+    feed_tiers: frozenset[Tier] = frozenset()  # tiers keeping the request's KV session: fed, not block-warmed
+    feed_interval_tokens: int = 4
+    feeding: set[Tier] = field(default_factory=set)  # a feed job is in flight to these tiers
 
     def ran(self, tier: Tier, num_computed_tokens: int) -> None:
         """``tier`` computed the KV of the first ``num_computed_tokens`` tokens (a segment)."""
@@ -44,11 +55,24 @@ class PrefillAheadPlanner:
 
     def stream_block(self, tier: Tier) -> int:
         """Block size at which the tier generating now must report, to warm ``tier`` (0: never)."""
-        return self.block_sizes.get(tier, 0) if tier in self.stream_tiers else 0
+        if tier not in self.stream_tiers:
+            return 0
+        return self.feed_interval_tokens if tier in self.feed_tiers else self.block_sizes.get(tier, 0)
+
+    def is_fed(self, tier: Tier) -> bool:
+        return tier in self.feed_tiers
 
     def warm_length(self, tier: Tier, prefix_len: int) -> int:
-        """Prefix length to prefill on ``tier`` now (a multiple of its block size), or 0 when
-        that would add no new whole block to its cache."""
+        """Prefix length to prefill on ``tier`` now (a multiple of its block size; for a fed
+        tier the whole prefix, if it adds ``feed_interval_tokens`` tokens and no feed is in
+        flight), or 0. A fed tier's feed counts as in flight until :meth:`fed`."""
+        if tier in self.feed_tiers:
+            cached = self.cached_tokens[tier]
+            if tier in self.feeding or prefix_len - cached < (self.feed_interval_tokens if cached else 1):
+                return 0
+            self.cached_tokens[tier] = prefix_len
+            self.feeding.add(tier)
+            return prefix_len
         block = self.block_sizes.get(tier, 0)
         if block <= 0:
             return 0
@@ -58,13 +82,21 @@ class PrefillAheadPlanner:
         self.cached_tokens[tier] = aligned
         return aligned
 
+    def fed(self, tier: Tier) -> None:
+        """The feed job to ``tier`` has ended (the next one may go)."""
+        self.feeding.discard(tier)
+
     def _advance(self, tier: Tier, num_tokens: int) -> None:
+        if tier in self.feed_tiers:
+            self.cached_tokens[tier] = max(self.cached_tokens[tier], num_tokens)
+            return
         block = self.block_sizes.get(tier, 0)
         if block > 0:
             self.cached_tokens[tier] = max(self.cached_tokens[tier], num_tokens // block * block)
 
 
-def prefill_job(request_id: str, segment_index: int, prefix_token_ids: tuple[int, ...]) -> SegmentJob:
+def prefill_job(request_id: str, segment_index: int, prefix_token_ids: tuple[int, ...],
+                kv_session: KvSession = KvSession.NONE) -> SegmentJob:
     """A job that only prefills ``prefix_token_ids`` (one engine step, nothing returned)."""
     return SegmentJob(
         request_id=request_id,
@@ -72,6 +104,7 @@ def prefill_job(request_id: str, segment_index: int, prefix_token_ids: tuple[int
         stop=StopRule(max_new_tokens=1),
         prefix_token_ids=prefix_token_ids,
         prefill_only=True,
+        kv_session=kv_session,
     )
 
 

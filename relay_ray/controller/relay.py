@@ -24,7 +24,7 @@ from relay_ray.controller.tier_client import TierClient
 from relay_ray.controller.validate import ControllerLimits, check_prompt_fits, validate_request
 from relay_ray.errors import RelayInputError
 from relay_ray.state import RelayState
-from relay_ray.types import HandoffMode, RelayRequest, SegmentJob, Tier, TierInfo
+from relay_ray.types import HandoffMode, KvSession, RelayRequest, SegmentJob, StopRule, Tier, TierInfo
 
 __all__ = ["RelayController", "make_job"]
 log = logging.getLogger(__name__)
@@ -131,6 +131,15 @@ class RelayController:
         if len(resume.partial_token_ids) > state.remaining_tokens:
             raise RelayInputError("resume.partial_token_ids", "more tokens than the request has left")
         loop.resume_from(state, elapsed_ms, migrations, resume.partial_token_ids, resume.partial_text)
+
+    async def end_session(self, tier: Tier, request_id: str) -> None:
+        """Tell ``tier`` that ``request_id`` is over (it releases the request's KV session)."""
+        job = SegmentJob(request_id, 0, StopRule(max_new_tokens=1), kv_session=KvSession.END)
+        try:
+            async for _ in self.tiers[tier].stream_segment(job):
+                pass
+        except Exception as exc:  # a lost end only keeps a session until the tier's idle TTL
+            log.debug("ending the KV session of %s on %s failed: %s", request_id, tier.value, exc)
 
     async def prefill(self, tier: Tier, job: SegmentJob) -> None:
         """Run a prefill-only job (prefill-ahead) and learn how long a warm-up takes."""

@@ -7,6 +7,8 @@ jobs, the deadline). Each step is a named method:
 - :meth:`events`: the loop; stops at the policy's end, the budget or ``max_segments``;
 - :meth:`_segment`: one segment: plan, job, prefill-ahead, run, record, advance, emit;
 - :meth:`_warm`: prefill-ahead jobs to the idle tier (background, cancelled with the request);
+  a tier keeping the request's KV session is fed the other tier's tokens as they come;
+- :meth:`_end_sessions`: at the end, the tiers asked to keep the request's KV release it;
 - :meth:`result`: the final :class:`RelayResult` (closing an open ``<think>`` if due).
 
 Text deltas are final: tiers never stream what their stop rule may drop and policies that
@@ -30,7 +32,7 @@ from relay_ray.errors import TierUnavailableError
 from relay_ray.policies import Policy, SegmentPlan
 from relay_ray.state import RelayState
 from relay_ray.types import (
-    THINK_CLOSE_TEXT, FinishReason, HandoffMode, RelayRequest, RelayStats, SegmentDelta, SegmentJob,
+    THINK_CLOSE_TEXT, FinishReason, HandoffMode, KvSession, RelayRequest, RelayStats, SegmentDelta, SegmentJob,
     SegmentRecord, SegmentResult, Tier, TierInfo,
 )
 
@@ -73,6 +75,11 @@ class RequestLoop:
         self.deadline = deadline
         self.started = started
         limits = controller.limits
+        # Tiers asked to keep this request's whole KV between its jobs (only worth it if it switches).
+        self.kv_tiers = limits.kv_session_tiers if policy.switches_tiers else frozenset()
+        self._kept: set[Tier] = set()  # tiers that were asked: they release it at the end
+        self._feed_source: tuple | None = None  # the running segment's latest tokens, for the next feed
+        self._ended = False
         self.planner = self._planner() if policy.switches_tiers else None
         self.interval = limits.stream_interval_tokens if stream_text else 0
         self.max_segments = limits.max_segments or 2 * request.max_new_tokens + 16
@@ -97,7 +104,8 @@ class RequestLoop:
         if not limits.prefill_ahead or self.state.handoff is not HandoffMode.TOKEN_IDS or not any(
                 block_sizes.values()):
             return None
-        return PrefillAheadPlanner(block_sizes, limits.prefill_ahead_tiers)
+        return PrefillAheadPlanner(block_sizes, limits.prefill_ahead_tiers, feed_tiers=self.kv_tiers,
+                                   feed_interval_tokens=limits.feed_interval_tokens)
 
     async def events(self) -> AsyncIterator[RelayEvent]:
         """Segment events (and text deltas if streaming) until the request is done."""
@@ -109,9 +117,13 @@ class RequestLoop:
                 async for event in self._segment():
                     yield event
         except BaseException:  # failed, cancelled or abandoned: no warm-up outlives the request
+            self._ended = True
             for task in list(self._background):
                 task.cancel()
             raise
+        finally:
+            self._ended = True
+            self._end_sessions()
 
     async def _segment(self) -> AsyncIterator[RelayEvent]:
         ctl, policy = self.ctl, self.policy
@@ -122,6 +134,9 @@ class RequestLoop:
         self._partial = ((), "")
         if partial_ids:
             job = replace(job, resume_token_ids=partial_ids)
+        if plan.tier in self.kv_tiers:
+            job = replace(job, kv_session=KvSession.KEEP)
+            self._kept.add(plan.tier)
         with ctl.observer.segment(job, plan.tier, self.request.policy) as observed:
             if self.planner is not None and (job.segment_index == 0 or job.stream_block_tokens):
                 # The prompt (first segment) is worth warming on either tier: the idle one
@@ -140,6 +155,7 @@ class RequestLoop:
                     streamed += item.text
                     yield TextDelta(job.segment_index, plan.tier, item.text, item.token_ids)
             received = ctl.clock()
+            self._feed_source = None
             self._account(plan.tier, job, result, (received - called) * 1000.0)
             record = _record(job, plan.tier, result, (received - called) * 1000.0,
                              (called - self._last_done) * 1000.0)
@@ -177,6 +193,7 @@ class RequestLoop:
             return received_ids
         received_ids += delta.token_ids
         remaining = job.stop.max_new_tokens - (len(received_ids) - len(job.prefix_token_ids))
+        self._feed_source = (job, received_ids, tier, remaining)
         self._warm(tier.other, job, received_ids, tier, remaining)
         return received_ids
 
@@ -190,16 +207,38 @@ class RequestLoop:
     def _warm(self, tier: Tier, job: SegmentJob, prefix_token_ids: tuple[int, ...], generating: Tier,
               remaining_tokens: int) -> None:
         """Send ``tier`` (idle for this request) the whole blocks of the prefix it lacks, if
-        the ``remaining_tokens`` of the ``generating`` tier's segment can hide the warm-up."""
-        if not self.ctl.warm_timing.hidden(tier, generating, remaining_tokens):
+        the ``remaining_tokens`` of the ``generating`` tier's segment can hide the warm-up; a
+        fed tier (KV session) gets every token it lacks, one feed at a time."""
+        fed = self.planner.is_fed(tier)
+        if self._ended or not (fed or self.ctl.warm_timing.hidden(tier, generating, remaining_tokens)):
             return
         length = self.planner.warm_length(tier, len(prefix_token_ids))
         if length:
-            warm = prefill_job(job.request_id, job.segment_index, prefix_token_ids[:length])
+            kv_session = KvSession.KEEP if tier in self.kv_tiers else KvSession.NONE
+            if kv_session is KvSession.KEEP:
+                self._kept.add(tier)
+            warm = prefill_job(job.request_id, job.segment_index, prefix_token_ids[:length], kv_session)
             task = asyncio.create_task(self.ctl.prefill(tier, warm))
             for tasks in (self._background, self.ctl._background):
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
+            if fed:
+                task.add_done_callback(lambda _task: self._fed(tier))
+
+    def _fed(self, tier: Tier) -> None:
+        """A feed to ``tier`` ended: send what the running segment wrote meanwhile."""
+        self.planner.fed(tier)
+        source = self._feed_source
+        if source is not None and source[2] is tier.other:
+            self._warm(tier, *source)
+
+    def _end_sessions(self) -> None:
+        """The request is over: the tiers asked to keep its KV release it (background)."""
+        for tier in self._kept:
+            task = asyncio.create_task(self.ctl.end_session(tier, self.state.request_id))
+            self.ctl._background.add(task)
+            task.add_done_callback(self.ctl._background.discard)
+        self._kept.clear()
 
     def result(self) -> RelayResult:
         """The request's result (appends ``\\n</think>`` when the policy closes an open think

@@ -20,10 +20,13 @@ from dataclasses import replace
 from relay_ray.config import TierConfig
 from relay_ray.engines.detok import IncrementalDecoder
 from relay_ray.engines.lifecycle import bind_to_replica
+from relay_ray.engines import session as kv
 from relay_ray.engines.segment_run import SegmentRun, TokenOutput
 from relay_ray.errors import FailureCause, RelayInputError, TierUnavailableError
 from relay_ray.types import (
     THINK_CLOSE_TEXT,
+    FinishReason,
+    KvSession,
     PreparedPrompt,
     PromptInput,
     SegmentDelta,
@@ -75,6 +78,7 @@ class VllmTierEngine:
         self.engine = None
         self.tokenizer = None
         self._info: TierInfo | None = None
+        self.sessions: kv.SessionPool | None = None  # KV sessions (engines/session.py), if enabled
 
     async def start(self) -> None:
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -114,7 +118,35 @@ class VllmTierEngine:
             replica_id=self.replica_id,
             block_size=cfg.block_size,
         )
+        if cfg.kv_sessions.enabled:
+            self.sessions = kv.SessionPool(self._open_session, self._session_limits())
         await self._warm_up()
+
+    def _session_limits(self) -> kv.SessionLimits:
+        """Sessions get at most half the model-runner slots and half the KV cache."""
+        cfg = self.config
+        blocks = getattr(self.engine.vllm_config.cache_config, "num_gpu_blocks", None) or 0
+        kv_tokens = blocks * cfg.block_size or cfg.max_num_seqs * cfg.max_model_len
+        s = cfg.kv_sessions
+        return kv.SessionLimits(max_sessions=s.max_sessions or max(1, cfg.max_num_seqs // 2),
+                                max_tokens=kv_tokens // 2, ttl_s=s.idle_ttl_s, step_tokens=s.step_tokens)
+
+    def _open_session(self, request_id: str) -> kv.EngineSession:
+        from relay_ray.types import SegmentJob, StopRule
+
+        engine_id = f"{request_id}-kv-{uuid.uuid4().hex[:6]}"
+        params = self._sampling_params(SegmentJob(request_id, 0, StopRule(1)), 1)  # chunks bring their own
+        return kv.EngineSession(request_id, lambda inputs: self.engine.generate(inputs, params, engine_id))
+
+    def _chunk_inputs(self, job: SegmentJob) -> kv.InputFactory:
+        """How ``job``'s session chunks reach the engine."""
+        from vllm.engine.protocol import StreamingInput
+        from vllm.inputs import TokensPrompt
+
+        def make(token_ids: list[int], max_tokens: int):
+            return StreamingInput(prompt=TokensPrompt(prompt_token_ids=token_ids),
+                                  sampling_params=self._sampling_params(job, max_tokens))
+        return make
 
     async def _warm_up(self) -> None:
         # The first request of a fresh engine pays one-off costs (seconds on CPU).
@@ -128,6 +160,10 @@ class VllmTierEngine:
         )
         async for _ in self.stream_segment(job):
             pass
+        if self.sessions is not None:  # the first streaming-input request pays its own one-off costs
+            for kv_session in (KvSession.KEEP, KvSession.KEEP, KvSession.END):
+                async for _ in self.stream_segment(replace(job, kv_session=kv_session)):
+                    pass
 
     def describe(self) -> TierInfo:
         return self._info
@@ -177,36 +213,75 @@ class VllmTierEngine:
 
         The engine request is aborted as soon as the stop rule fires, when ``job.timeout_s``
         passes (raising :class:`TimeoutError`), or when the caller stops iterating
-        (cancellation): vLLM's ``generate`` aborts its request when closed.
+        (cancellation): vLLM's ``generate`` aborts its request when closed. Jobs asking for
+        ``KvSession.KEEP`` run in the request's KV session when this tier keeps sessions
+        (engines/session.py), else (or when the session is lost midway) plainly.
         """
-        from vllm.inputs import TokensPrompt
-
         t_submit = time.perf_counter()
+        if job.kv_session is KvSession.END:
+            if self.sessions is not None:
+                self.sessions.end(job.request_id)
+            yield SegmentResult((), "", FinishReason.LENGTH, replica_id=self.replica_id)
+            return
         run = self._segment_run(job)
         timing, num_cached = SegmentTiming(), 0
         if not run.done:
-            rid = f"{job.request_id}-{job.segment_index}-{uuid.uuid4().hex[:6]}"
-            stream = self.engine.generate(TokensPrompt(prompt_token_ids=run.engine_prefix_ids),
-                                          self._sampling_params(job, run.max_engine_tokens), rid)
-            t_first = None
-            try:
-                async with _engine_errors(), asyncio.timeout(job.timeout_s or None):
-                    async for out in stream:
-                        if t_first is None:
-                            t_first = time.perf_counter()
-                            timing = self._ttft_split(out, (t_first - t_submit) * 1000.0)
-                        num_cached = max(num_cached, out.num_cached_tokens or 0)
-                        if self._push_outputs(run, out):
-                            break
-                        delta = run.take_delta()
-                        if delta is not None:
+            outcome = kv.SessionOutcome()
+            async with _engine_errors(), asyncio.timeout(job.timeout_s or None):
+                if self.sessions is not None and job.kv_session is KvSession.KEEP:
+                    if job.prefill_only:
+                        outcome.used = outcome.finished = await kv.feed(
+                            self.sessions, job.request_id, run.engine_prefix_ids, self._chunk_inputs(job))
+                    else:
+                        async for delta in kv.generate(self.sessions, run, self._chunk_inputs(job), self._push_outputs,
+                                                       outcome, t_submit):
                             yield delta
-            finally:
-                await stream.aclose()  # aborts the engine request if it is still running
+                if outcome.used:
+                    num_cached = outcome.num_cached_tokens
+                    timing = SegmentTiming(queue_ms=outcome.queue_ms, prefill_ms=outcome.prefill_ms)
+                if not outcome.finished and not run.done:
+                    # Plainly: the whole job, or the rest of it after a lost session.
+                    async for item in self._plain(job, run, not outcome.used):
+                        if isinstance(item, SegmentDelta):
+                            yield item
+                        else:
+                            plain_timing, plain_cached = item
+                            if not outcome.used:
+                                timing, num_cached = plain_timing, plain_cached
             t_end = time.perf_counter()
-            timing = replace(timing, decode_ms=(t_end - t_first) * 1000.0 if t_first else 0.0,
-                             total_ms=(t_end - t_submit) * 1000.0)
+            first = outcome.first_token_at or (t_submit + (timing.queue_ms + timing.prefill_ms) / 1000.0)
+            timing = replace(timing, decode_ms=max(0.0, (t_end - first) * 1000.0), total_ms=(t_end - t_submit) * 1000.0)
         yield run.result(replica_id=self.replica_id, num_cached_tokens=num_cached, timing=timing)
+
+    async def _plain(self, job: SegmentJob, run: SegmentRun,
+                     fresh: bool) -> AsyncIterator[SegmentDelta | tuple[SegmentTiming, int]]:
+        """One engine request continuing ``run`` (from its prefix if ``fresh``, else from the
+        tokens it has); yields deltas, then (time-to-first-token split, cached tokens)."""
+        from vllm.inputs import TokensPrompt
+
+        t_submit = time.perf_counter()
+        if fresh:
+            ids, max_tokens = run.engine_prefix_ids, run.max_engine_tokens
+        else:
+            ids = run.prefix_ids + run.stopper.token_ids
+            max_tokens = run.max_engine_tokens - (run.stopper.num_tokens - run.num_resumed)
+        rid = f"{job.request_id}-{job.segment_index}-{uuid.uuid4().hex[:6]}"
+        stream = self.engine.generate(TokensPrompt(prompt_token_ids=list(ids)),
+                                      self._sampling_params(job, max_tokens), rid)
+        timing, num_cached = None, 0
+        try:
+            async for out in stream:
+                if timing is None:
+                    timing = self._ttft_split(out, (time.perf_counter() - t_submit) * 1000.0)
+                num_cached = max(num_cached, out.num_cached_tokens or 0)
+                if self._push_outputs(run, out):
+                    break
+                delta = run.take_delta()
+                if delta is not None:
+                    yield delta
+        finally:
+            await stream.aclose()  # aborts the engine request if it is still running
+        yield timing or SegmentTiming(), num_cached
 
     def _push_outputs(self, run: SegmentRun, out) -> bool:
         """Feed one engine step's new tokens to ``run``; True when the segment is over."""
@@ -245,6 +320,8 @@ class VllmTierEngine:
         await self.engine.check_health()
 
     def shutdown(self) -> None:
+        if self.sessions is not None:
+            self.sessions.close_all()
         if self.engine is not None:
             self.engine.shutdown()
             self.engine = None

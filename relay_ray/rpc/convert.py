@@ -14,6 +14,7 @@ from relay_ray.types import (
     Commit,
     EntropyRule,
     FinishReason,
+    KvSession,
     PreparedPrompt,
     PromptInput,
     RelayRequest,
@@ -225,6 +226,11 @@ def stop_rule_from_pb(msg: spb.StopRule) -> StopRule:
     )
 
 
+_KV_SESSION_TO_PB = {KvSession.NONE: spb.KV_SESSION_NONE, KvSession.KEEP: spb.KV_SESSION_KEEP,
+                     KvSession.END: spb.KV_SESSION_END}
+_KV_SESSION_FROM_PB = {v: k for k, v in _KV_SESSION_TO_PB.items()}  # unknown values: NONE (plain)
+
+
 def job_to_pb(job: SegmentJob) -> spb.SegmentJob:
     msg = spb.SegmentJob(
         request_id=job.request_id, segment_index=job.segment_index, stop=stop_rule_to_pb(job.stop),
@@ -232,7 +238,7 @@ def job_to_pb(job: SegmentJob) -> spb.SegmentJob:
         signals=spb.Signals(logprob=job.signals.logprob, entropy=job.signals.entropy, margin=job.signals.margin),
         stream_interval_tokens=job.stream_interval_tokens, prefill_only=job.prefill_only,
         stream_block_tokens=job.stream_block_tokens, resume_token_ids=list(job.resume_token_ids),
-        timeout_s=job.timeout_s,
+        timeout_s=job.timeout_s, kv_session=_KV_SESSION_TO_PB[job.kv_session],
     )
     if job.prefix_text is not None:
         msg.prefix_text = job.prefix_text
@@ -250,7 +256,7 @@ def job_from_pb(msg: spb.SegmentJob) -> SegmentJob:
         signals=SignalRequest(msg.signals.logprob, msg.signals.entropy, msg.signals.margin),
         stream_interval_tokens=msg.stream_interval_tokens, prefill_only=msg.prefill_only,
         stream_block_tokens=msg.stream_block_tokens, resume_token_ids=tuple(msg.resume_token_ids),
-        timeout_s=msg.timeout_s,
+        timeout_s=msg.timeout_s, kv_session=_KV_SESSION_FROM_PB.get(msg.kv_session, KvSession.NONE),
     )
 
 

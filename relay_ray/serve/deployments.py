@@ -139,7 +139,9 @@ class RelayIngress:
         limits = ControllerLimits(max_new_tokens=cfg.max_new_tokens_limit,
                                   stream_interval_tokens=cfg.stream_interval_tokens,
                                   prefill_ahead=cfg.prefill_ahead,
-                                  prefill_ahead_tiers=frozenset(cfg.prefill_ahead_tiers), retry=retry)
+                                  prefill_ahead_tiers=frozenset(cfg.prefill_ahead_tiers),
+                                  kv_session_tiers=frozenset(cfg.kv_session_tiers),
+                                  feed_interval_tokens=cfg.feed_interval_tokens, retry=retry)
         self.telemetry = TelemetryObserver(RayMetrics(serve.get_replica_context().app_name))
         self.controller = RelayController(tiers, limits, observer=self.telemetry,
                                           resume_codec=ResumeCodec(app_secret.encode()))

@@ -13,8 +13,17 @@ class Commit(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     COMMIT_INCLUSIVE: _ClassVar[Commit]
     COMMIT_EXCLUSIVE: _ClassVar[Commit]
+
+class KvSession(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    KV_SESSION_NONE: _ClassVar[KvSession]
+    KV_SESSION_KEEP: _ClassVar[KvSession]
+    KV_SESSION_END: _ClassVar[KvSession]
 COMMIT_INCLUSIVE: Commit
 COMMIT_EXCLUSIVE: Commit
+KV_SESSION_NONE: KvSession
+KV_SESSION_KEEP: KvSession
+KV_SESSION_END: KvSession
 
 class DescribeRequest(_message.Message):
     __slots__ = ()
@@ -99,7 +108,7 @@ class Signals(_message.Message):
     def __init__(self, logprob: _Optional[bool] = ..., entropy: _Optional[bool] = ..., margin: _Optional[bool] = ...) -> None: ...
 
 class SegmentJob(_message.Message):
-    __slots__ = ("request_id", "segment_index", "prefix_token_ids", "prefix_text", "stop", "sampling", "signals", "stream_interval_tokens", "prefill_only", "stream_block_tokens", "resume_token_ids", "timeout_s")
+    __slots__ = ("request_id", "segment_index", "prefix_token_ids", "prefix_text", "stop", "sampling", "signals", "stream_interval_tokens", "prefill_only", "stream_block_tokens", "resume_token_ids", "timeout_s", "kv_session")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_INDEX_FIELD_NUMBER: _ClassVar[int]
     PREFIX_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +121,7 @@ class SegmentJob(_message.Message):
     STREAM_BLOCK_TOKENS_FIELD_NUMBER: _ClassVar[int]
     RESUME_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    KV_SESSION_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     segment_index: int
     prefix_token_ids: TokenIds
@@ -124,7 +134,8 @@ class SegmentJob(_message.Message):
     stream_block_tokens: int
     resume_token_ids: _containers.RepeatedScalarFieldContainer[int]
     timeout_s: float
-    def __init__(self, request_id: _Optional[str] = ..., segment_index: _Optional[int] = ..., prefix_token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., prefix_text: _Optional[str] = ..., stop: _Optional[_Union[StopRule, _Mapping]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., signals: _Optional[_Union[Signals, _Mapping]] = ..., stream_interval_tokens: _Optional[int] = ..., prefill_only: _Optional[bool] = ..., stream_block_tokens: _Optional[int] = ..., resume_token_ids: _Optional[_Iterable[int]] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+    kv_session: KvSession
+    def __init__(self, request_id: _Optional[str] = ..., segment_index: _Optional[int] = ..., prefix_token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., prefix_text: _Optional[str] = ..., stop: _Optional[_Union[StopRule, _Mapping]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., signals: _Optional[_Union[Signals, _Mapping]] = ..., stream_interval_tokens: _Optional[int] = ..., prefill_only: _Optional[bool] = ..., stream_block_tokens: _Optional[int] = ..., resume_token_ids: _Optional[_Iterable[int]] = ..., timeout_s: _Optional[float] = ..., kv_session: _Optional[_Union[KvSession, str]] = ...) -> None: ...
 
 class TokenIds(_message.Message):
     __slots__ = ("ids",)

@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 
 from relay_ray.engines.segment_run import SegmentRun, TokenOutput
-from relay_ray.types import PreparedPrompt, PromptInput, SegmentDelta, SegmentJob, SegmentResult, Tier, TierInfo
+from relay_ray.types import (
+    FinishReason, KvSession, PreparedPrompt, PromptInput, SegmentDelta, SegmentJob, SegmentResult, Tier, TierInfo,
+)
 
 EOS = 0
 
@@ -49,6 +51,9 @@ class ScriptedTier:
 
     async def stream_segment(self, job: SegmentJob) -> AsyncIterator[SegmentDelta | SegmentResult]:
         self.jobs.append(job)
+        if job.kv_session is KvSession.END:  # releases a KV session: nothing to generate
+            yield SegmentResult((), "", FinishReason.LENGTH, replica_id=f"{self.tier.value}-0")
+            return
         prefix = self.encode(job.prefix_text) if job.prefix_text is not None else list(job.prefix_token_ids)
         run = SegmentRun(job, prefix, _WordDecoder(self.vocab), max_model_len=self.max_model_len,
                          eos_token_ids=(EOS,))
