@@ -57,8 +57,9 @@ class KvSessionConfig(_Strict):
         4, ge=0, le=4096, description="tokens of a segment whose stop rule can end it early that run one engine "
         "step per input chunk (an early stop inside a chunk loses the session); the rest run as one chunk")
     max_sessions: int | None = Field(
-        None, ge=1, description="sessions per replica (each holds a vLLM slot; default: max_num_seqs // 2); "
-        "their tokens together are also bounded by half the KV cache")
+        None, ge=1, description="sessions per replica (each holds a vLLM slot; default: max_num_seqs // 2)")
+    max_kv_share: float = Field(0.5, gt=0, le=0.9, description="share of the KV cache the sessions' tokens may "
+                                "hold together (vLLM cannot preempt a paused session's blocks)")
     idle_ttl_s: float = Field(60.0, gt=0, le=3600, description="an idle session is closed after this long "
                               "(its controller normally ends it with the request)")
 

@@ -111,6 +111,11 @@ class StopRule:
     entropy: EntropyRule | None = None
     retract_string: str = ""
 
+    @property
+    def can_stop_early(self) -> bool:
+        """Whether a segment under this rule may end before ``max_new_tokens`` (EOS aside)."""
+        return bool(self.stop_strings or self.stop_token_ids or self.entropy is not None)
+
 
 @dataclass(frozen=True, slots=True)
 class Sampling:

@@ -57,8 +57,17 @@ def fixed_ratio(large_share: float, cycle_tokens: int) -> Scenario:
                     {"large_tokens": large, "small_tokens": small}, large / (large + small))
 
 
-def relay_matrix(shares=LARGE_SHARES, cycles=CYCLE_TOKENS) -> list[Scenario]:
-    return [fixed_ratio(share, cycle) for share in shares for cycle in cycles]
+# R-Stitch's and RelayLLM's structure: large segments of about one token, ~7.5 switches per
+# 200-token answer (~2-4% large share): the pattern where handoffs dominate.
+ONE_TOKEN_LARGE = (1, 26)
+
+
+def relay_matrix(shares=LARGE_SHARES, cycles=CYCLE_TOKENS, one_token_large=ONE_TOKEN_LARGE) -> list[Scenario]:
+    patterns = [fixed_ratio(share, cycle) for share in shares for cycle in cycles]
+    if one_token_large:
+        large, small = one_token_large
+        patterns.append(fixed_ratio(large / (large + small), large + small))
+    return patterns
 
 
 def num_requests(concurrency: int, requests_at_1: int) -> int:

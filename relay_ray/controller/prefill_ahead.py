@@ -13,7 +13,8 @@ the switch comes, the receiving tier's real segment waits behind it, and the war
 more than it saves. :class:`WarmTiming` keeps running estimates of each tier's decode time
 per token and of each tier's warm-up time, and a warm-up is sent only when the generating
 segment has enough tokens left to hide it (fixed-length segments know their remainder;
-stop-string segments count their whole budget).
+stop-string segments count their whole budget; feeds of a KV-session tier use the policy's
+mean segment length instead, since a feed still running at the switch delays it).
 
 A tier that keeps the request's KV in a *session* (``feed_tiers``, engines/session.py) keeps
 partial blocks too. Such a tier is *fed* instead: the generating tier reports every
@@ -115,6 +116,17 @@ class WarmTiming:
     alpha: float = 0.2
     decode_ms_per_token: dict[Tier, float] = field(default_factory=dict)
     warm_ms: dict[Tier, float] = field(default_factory=dict)
+    segment_tokens: dict[tuple[str, Tier], float] = field(default_factory=dict)  # by (policy, tier)
+
+    def observe_segment(self, policy: str, tier: Tier, num_tokens: int) -> None:
+        """A segment of ``policy`` on ``tier`` generated ``num_tokens`` (dropped ones included)."""
+        self._update(self.segment_tokens, (policy, tier), float(num_tokens))
+
+    def expected_remaining(self, policy: str, tier: Tier, num_generated: int, budget: int) -> int:
+        """Tokens a segment whose rule may end it early is expected to write still: the
+        policy's mean segment length on ``tier`` minus ``num_generated`` (``budget`` until known)."""
+        mean = self.segment_tokens.get((policy, tier))
+        return budget if mean is None else max(0, min(budget, round(mean - num_generated)))
 
     def observe_decode(self, tier: Tier, num_tokens: int, elapsed_ms: float) -> None:
         """A segment of ``num_tokens`` tokens took ``elapsed_ms`` end to end on ``tier``
@@ -134,6 +146,6 @@ class WarmTiming:
             return True
         return remaining_tokens * rate >= warm
 
-    def _update(self, table: dict[Tier, float], tier: Tier, sample: float) -> None:
+    def _update(self, table: dict, tier, sample: float) -> None:
         old = table.get(tier)
         table[tier] = sample if old is None else old + self.alpha * (sample - old)

@@ -192,7 +192,10 @@ class RequestLoop:
         if self.planner is None or not delta.token_ids:
             return received_ids
         received_ids += delta.token_ids
-        remaining = job.stop.max_new_tokens - (len(received_ids) - len(job.prefix_token_ids))
+        generated = len(received_ids) - len(job.prefix_token_ids)
+        remaining = job.stop.max_new_tokens - generated
+        if self.planner.is_fed(tier.other) and job.stop.can_stop_early:
+            remaining = self.ctl.warm_timing.expected_remaining(self.request.policy, tier, generated, remaining)
         self._feed_source = (job, received_ids, tier, remaining)
         self._warm(tier.other, job, received_ids, tier, remaining)
         return received_ids
@@ -203,6 +206,8 @@ class RequestLoop:
         # KV exists for the prefix and every kept token but the last one.
         self.planner.ran(tier, len(job.prefix_token_ids) + max(0, len(result.token_ids) - 1))
         self.ctl.warm_timing.observe_decode(tier, len(result.token_ids), elapsed_ms)
+        self.ctl.warm_timing.observe_segment(self.request.policy, tier,
+                                             len(result.token_ids) + result.num_dropped_tokens)
 
     def _warm(self, tier: Tier, job: SegmentJob, prefix_token_ids: tuple[int, ...], generating: Tier,
               remaining_tokens: int) -> None:
@@ -210,7 +215,8 @@ class RequestLoop:
         the ``remaining_tokens`` of the ``generating`` tier's segment can hide the warm-up; a
         fed tier (KV session) gets every token it lacks, one feed at a time."""
         fed = self.planner.is_fed(tier)
-        if self._ended or not (fed or self.ctl.warm_timing.hidden(tier, generating, remaining_tokens)):
+        gated = not fed or self.ctl.limits.feed_when_hidden
+        if self._ended or (gated and not self.ctl.warm_timing.hidden(tier, generating, remaining_tokens)):
             return
         length = self.planner.warm_length(tier, len(prefix_token_ids))
         if length:

@@ -31,6 +31,8 @@ class ControllerLimits:
     # prefill-ahead feeds every ``feed_interval_tokens`` tokens, not whole blocks.
     kv_session_tiers: frozenset[Tier] = frozenset()
     feed_interval_tokens: int = 4
+    # Feed only when the feed can end before the switch (WarmTiming; expected segment lengths).
+    feed_when_hidden: bool = True
     # Segment migration after a tier fault, per tier (controller/attempts.py).
     retry: Mapping[Tier, RetryPolicy] = field(default_factory=lambda: {tier: RetryPolicy() for tier in Tier})
 

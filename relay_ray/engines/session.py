@@ -70,11 +70,6 @@ class ChunkSize:
     exact: bool
 
 
-def can_stop_early(rule: StopRule) -> bool:
-    """Whether the rule can end a segment before ``max_new_tokens`` (EOS aside)."""
-    return bool(rule.stop_strings or rule.stop_token_ids or rule.entropy is not None)
-
-
 def next_chunk(rule: StopRule, num_tokens: int, num_left: int, num_stepped: int, step_tokens: int) -> ChunkSize:
     """The next chunk of a segment that has ``num_tokens`` tokens (resumed ones included),
     may still generate ``num_left``, and ran ``num_stepped`` one-token chunks so far.
@@ -84,7 +79,7 @@ def next_chunk(rule: StopRule, num_tokens: int, num_left: int, num_stepped: int,
     segments keep the session); then the rest as one chunk, which is not exact."""
     if num_left <= 0:
         raise ValueError("no tokens left to generate")
-    if not can_stop_early(rule):
+    if not rule.can_stop_early:
         return ChunkSize(num_left, True)
     before_rules = rule.min_new_tokens - 1 - num_tokens
     if before_rules > 0:

@@ -123,13 +123,14 @@ class VllmTierEngine:
         await self._warm_up()
 
     def _session_limits(self) -> kv.SessionLimits:
-        """Sessions get at most half the model-runner slots and half the KV cache."""
+        """Sessions get at most ``max_sessions`` model-runner slots and ``max_kv_share`` of the KV cache."""
         cfg = self.config
         blocks = getattr(self.engine.vllm_config.cache_config, "num_gpu_blocks", None) or 0
         kv_tokens = blocks * cfg.block_size or cfg.max_num_seqs * cfg.max_model_len
         s = cfg.kv_sessions
         return kv.SessionLimits(max_sessions=s.max_sessions or max(1, cfg.max_num_seqs // 2),
-                                max_tokens=kv_tokens // 2, ttl_s=s.idle_ttl_s, step_tokens=s.step_tokens)
+                                max_tokens=int(kv_tokens * s.max_kv_share), ttl_s=s.idle_ttl_s,
+                                step_tokens=s.step_tokens)
 
     def _open_session(self, request_id: str) -> kv.EngineSession:
         from relay_ray.types import SegmentJob, StopRule

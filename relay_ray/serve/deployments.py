@@ -59,9 +59,12 @@ class TierServer:
         return f"{host}:{port}"
 
     def engine_load(self) -> dict[str, int]:
-        """Requests the engine has not finished, and segment jobs in flight (tests, debugging)."""
+        """Requests the engine has not finished (KV sessions included), segment jobs in flight and
+        KV sessions held (tests, debugging)."""
         processor = self.engine.engine.output_processor
-        return {"unfinished_requests": processor.get_num_unfinished_requests(), "segments": self._inflight}
+        sessions = self.engine.sessions
+        return {"unfinished_requests": processor.get_num_unfinished_requests(), "segments": self._inflight,
+                "kv_sessions": len(sessions) if sessions is not None else 0}
 
     def _finished(self, job: SegmentJob, result: SegmentResult) -> None:
         if job.prefill_only:

@@ -46,6 +46,7 @@ def test_fixed_ratio_patterns_hit_their_shares_and_lengths():
     labels = {s.label: s for s in relay_matrix()}
     assert labels["relay 25% 8/24"].params == {"large_tokens": 8, "small_tokens": 24}
     assert labels["relay 25% 32/96"].params == {"large_tokens": 32, "small_tokens": 96}
+    assert labels["relay 4% 1/26"].params == {"large_tokens": 1, "small_tokens": 26}  # R-Stitch-like
     assert all(abs(s.large_share - share) < 0.02 for s, share in zip(relay_matrix(), (0.25, 0.25, 0.7, 0.7)))
     assert not LARGE_ONLY.is_relay and not SMALL_ONLY.is_relay and labels["relay 70% 22/10"].is_relay
     assert num_requests(1, 4) == 4 and num_requests(16, 4) == 32
