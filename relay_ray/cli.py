@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -202,11 +203,18 @@ def cmd_tier_server(args: argparse.Namespace) -> int:
     config = TierConfig(model=args.model, dtype=args.dtype, max_model_len=args.max_model_len,
                         kv_cache_space_gib=args.kv_cache_space_gib, cpu_threads_bind=args.cpu_threads_bind)
 
+    from relay_ray.rpc.auth import TierSecret
+
+    secret = TierSecret(os.environ.get(args.secret_env, "") if args.secret_env else "")
+    if args.secret_env and not secret.value:
+        raise RelayInputError("--secret-env", f"${args.secret_env} is empty or unset")
+
     async def run() -> None:
         engine = VllmTierEngine(Tier(args.tier), config)
         await engine.start()
-        server, port = await start_segment_server(engine, args.host, args.port)
-        print(f"SegmentService ({args.tier}) listening on {args.host}:{port}", flush=True)
+        server, port = await start_segment_server(engine, args.host, args.port, authorize=secret.check)
+        access = "callers with the secret" if secret.value else "any caller (no --secret-env)"
+        print(f"SegmentService ({args.tier}) listening on {args.host}:{port} for {access}", flush=True)
         try:
             await server.wait_for_termination()
         finally:
@@ -287,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-model-len", type=int, default=2048)
     p.add_argument("--kv-cache-space-gib", type=int, default=None)
     p.add_argument("--cpu-threads-bind", default=None)
+    p.add_argument("--secret-env", default=None, metavar="NAME",
+                   help="environment variable holding the secret callers must present (the controller's "
+                        "tier_secret_env); without it the port answers any caller: keep it on loopback")
     p.set_defaults(func=cmd_tier_server)
     return parser
 

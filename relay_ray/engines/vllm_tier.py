@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 
 from relay_ray.config import TierConfig
 from relay_ray.engines.detok import IncrementalDecoder
@@ -65,6 +66,30 @@ async def _engine_errors():
         raise TierUnavailableError(f"engine dead: {exc}", FailureCause.ENGINE_DEAD) from None
 
 
+def model_display_name(model: str) -> str:
+    """What a tier tells callers about its model: a hub name as is, a local folder's name only
+    (no file-system paths leave the replica)."""
+    path = Path(model)
+    return path.name if path.is_absolute() or path.exists() else model
+
+
+ESCAPE = "\u200b"  # zero-width space: breaks a control-token string so it tokenizes as text
+
+
+def guard_control_tokens(content: str, controls: tuple[str, ...], mode: str, index: int) -> str:
+    """``content`` of chat message ``index`` under the special-token ``mode`` (PromptInput)."""
+    if mode == "allow":
+        return content
+    for token in controls:
+        if token and token in content:
+            if mode == "reject":
+                raise RelayInputError(f"prompt.messages[{index}].content",
+                                      f"contains the control token {token!r}; remove it or ask the operator for "
+                                      "special_tokens 'escape'")
+            content = content.replace(token, token[:1] + ESCAPE + token[1:])
+    return content
+
+
 class VllmTierEngine:
     """Owns one ``AsyncLLM``; call :meth:`start` once before use."""
 
@@ -75,6 +100,7 @@ class VllmTierEngine:
         self.engine = None
         self.tokenizer = None
         self._info: TierInfo | None = None
+        self._controls: tuple[str, ...] | None = None
 
     async def start(self) -> None:
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -105,7 +131,7 @@ class VllmTierEngine:
         eos = self.tokenizer.eos_token_id
         self._info = TierInfo(
             tier=self.tier,
-            model=cfg.model,
+            model=model_display_name(cfg.model),
             tokenizer_fingerprint=tokenizer_fingerprint(self.tokenizer),
             vocab_size=self.engine.model_config.get_vocab_size(),
             max_model_len=cfg.max_model_len,
@@ -135,7 +161,9 @@ class VllmTierEngine:
     def prepare(self, prompt: PromptInput) -> PreparedPrompt:
         """Render chat messages with this model's template, then tokenize."""
         if prompt.messages:
-            messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
+            messages = [{"role": m.role, "content": guard_control_tokens(m.content, self._control_tokens(),
+                                                                         prompt.special_tokens, i)}
+                        for i, m in enumerate(prompt.messages)]
             try:
                 text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
             except Exception as exc:  # template errors are the caller's input problem
@@ -145,6 +173,12 @@ class VllmTierEngine:
             text = prompt.text
             ids = self.tokenizer.encode(text)
         return PreparedPrompt(token_ids=tuple(ids), text=text)
+
+    def _control_tokens(self) -> tuple[str, ...]:
+        if self._controls is None:
+            added = getattr(self.tokenizer, "get_added_vocab", dict)()
+            self._controls = tuple(sorted({*self.tokenizer.all_special_tokens, *added}, key=len, reverse=True))
+        return self._controls
 
     def _sampling_params(self, job: SegmentJob, max_tokens: int):
         from vllm import SamplingParams

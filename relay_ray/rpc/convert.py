@@ -69,9 +69,10 @@ def _set_fields(msg: Message) -> dict:
 
 def prompt_from_pb(msg: Message) -> PromptInput:
     which = msg.WhichOneof("prompt")
+    mode = {"special_tokens": msg.special_tokens} if getattr(msg, "special_tokens", "") else {}
     if which == "chat":
-        return PromptInput(messages=tuple(ChatMessage(m.role, m.content) for m in msg.chat.messages))
-    return PromptInput(text=msg.text if which == "text" else "")
+        return PromptInput(messages=tuple(ChatMessage(m.role, m.content) for m in msg.chat.messages), **mode)
+    return PromptInput(text=msg.text if which == "text" else "", **mode)
 
 
 def prompt_to_pb(prompt: PromptInput, msg: Message) -> Message:
@@ -79,6 +80,8 @@ def prompt_to_pb(prompt: PromptInput, msg: Message) -> Message:
         msg.chat.messages.extend(rpb.ChatMessage(role=m.role, content=m.content) for m in prompt.messages)
     else:
         msg.text = prompt.text
+    if hasattr(msg, "special_tokens"):
+        msg.special_tokens = prompt.special_tokens
     return msg
 
 
