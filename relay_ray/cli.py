@@ -13,6 +13,7 @@ import sys
 import time
 
 from relay_ray.bench import command as bench_command
+from relay_ray.client import add_connection_args
 from relay_ray.errors import RelayInputError
 from relay_ray.policies import REGISTRY
 
@@ -100,14 +101,14 @@ def _print_response(response, policy: str, color: bool) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from relay_ray.client import RelayClient, build_request
+    from relay_ray.client import build_request, client_from_args
     from relay_ray.types import ChatMessage, Sampling
 
     sampling = Sampling(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed)
     prompt = [ChatMessage("user", args.prompt)] if args.chat else args.prompt
     request = build_request(prompt, args.policy, _policy_params(args), sampling, args.max_new_tokens, args.request_id)
     color = sys.stdout.isatty() and not args.no_color
-    with RelayClient(args.address, args.app, args.timeout_s) as client:
+    with client_from_args(args, args.timeout_s) as client:
         if args.stream:
             for event in client.generate_stream(request):
                 kind = event.WhichOneof("event")
@@ -224,6 +225,27 @@ def cmd_tier_server(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gateway(args: argparse.Namespace) -> int:
+    import asyncio
+    from pathlib import Path
+
+    from relay_ray.rpc.gateway import start_gateway
+
+    for flag, value in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+        if not Path(value).is_file():
+            raise RelayInputError(flag, f"{value} does not exist")
+
+    async def run() -> None:
+        server, port = await start_gateway(args.listen, args.upstream, Path(args.tls_cert).read_bytes(),
+                                           Path(args.tls_key).read_bytes())
+        host = args.listen.rsplit(":", 1)[0]
+        print(f"TLS gateway on {host}:{port} -> {args.upstream}", flush=True)
+        await server.wait_for_termination()
+
+    asyncio.run(run())
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from relay_ray.quality.command import run
 
@@ -257,8 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="send one prompt to a running relay (gRPC client)")
     p.add_argument("prompt", help="prompt text")
     p.add_argument("--chat", action="store_true", help="send the prompt as a user chat message")
-    p.add_argument("--address", default="127.0.0.1:9000", help="host:port of Serve's gRPC proxy")
-    p.add_argument("--app", default=None, help="Serve application name (when several run)")
+    add_connection_args(p)
     p.add_argument("--max-new-tokens", type=int, default=None, help="token budget (server default 256)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-p", type=float, default=1.0)
@@ -285,6 +306,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("calibrate", help="calibrate relaygen cues or the rstitch threshold on a dataset")
     add_calibrate_arguments(p)
     p.set_defaults(func=_calibrate)
+
+    p = sub.add_parser("gateway", help="TLS endpoint for clients in front of Serve's (plaintext) gRPC port",
+                       description="Terminates TLS and forwards RelayService calls, with their metadata "
+                                   "(bearer token included), to Serve's gRPC port, which then stays private.")
+    p.add_argument("--listen", default="0.0.0.0:9443", help="host:port clients connect to with TLS")
+    p.add_argument("--upstream", default="127.0.0.1:9000", help="Serve's gRPC proxy (keep it private)")
+    p.add_argument("--tls-cert", required=True, metavar="PEM", help="server certificate chain")
+    p.add_argument("--tls-key", required=True, metavar="PEM", help="server private key")
+    p.set_defaults(func=cmd_gateway)
 
     p = sub.add_parser("tier-server", help="serve one tier engine over gRPC SegmentService")
     p.add_argument("--model", required=True, help="model folder")
