@@ -41,6 +41,8 @@ def tier(model: str, bind: str, **extra) -> dict:
 
 
 EDGE_ONGOING, EDGE_QUEUED = 4, 4  # the edge application's admission limit: 8 requests
+# The edge application requires a bearer token (rpc/auth.py); the file holds both, for rotation.
+EDGE_TOKEN, EDGE_TOKEN_2 = "edge-token-a5f0c3", "edge-token-second-7d21"
 SAME_SECRET = "same-app-secret-kept-across-redeploys"  # scaling it must not restart its controllers
 
 
@@ -59,10 +61,13 @@ class RelayServer:
     trace_file: Path
     metrics_url: str
 
-    def client(self, app: str):
+    tokens_file: Path | None = None
+
+    def client(self, app: str, token: str | None = None):
         from relay_ray.client import RelayClient
 
-        return RelayClient(self.address, app_name=app, timeout_s=300)
+        token = token or (EDGE_TOKEN if app == "edge" else None)
+        return RelayClient(self.address, app_name=app, timeout_s=300, token=token)
 
 
 @pytest.fixture(scope="session")
@@ -73,6 +78,8 @@ def relay_server(tmp_path_factory):
     from relay_ray.telemetry.tracing import TracingConfig, tracing_env
 
     trace_file = tmp_path_factory.mktemp("traces") / "spans.jsonl"
+    tokens_file = tmp_path_factory.mktemp("auth") / "tokens"
+    tokens_file.write_text(f"# edge application tokens\n{EDGE_TOKEN}\n{EDGE_TOKEN_2}\n")
     os.environ.update(tracing_env(TracingConfig(exporter="file", file_path=str(trace_file))))
     import ray
     from ray import serve
@@ -96,13 +103,14 @@ def relay_server(tmp_path_factory):
     same = same_config()
     edge = RelayConfig(large=tier("demo-small", "0"), small=tier("demo-small", "1"),
                        controller={"max_new_tokens_limit": 512, "max_ongoing_requests": EDGE_ONGOING,
-                                   "max_queued_requests": EDGE_QUEUED})
+                                   "max_queued_requests": EDGE_QUEUED},
+                       auth={"tokens_file": str(tokens_file)})
     started = time.perf_counter()
     serve.run_many([RunTarget(build_app(pair), name="pair", route_prefix="/pair"),
                     RunTarget(build_app(same, SAME_SECRET), name="same", route_prefix="/same"),
                     RunTarget(build_app(edge), name="edge", route_prefix="/edge")])
     print(f"\nrelay applications ready in {time.perf_counter() - started:.0f} s")
-    yield RelayServer(f"127.0.0.1:{grpc_port}", trace_file, f"http://127.0.0.1:{metrics_port}/metrics")
+    yield RelayServer(f"127.0.0.1:{grpc_port}", trace_file, f"http://127.0.0.1:{metrics_port}/metrics", tokens_file)
     serve.shutdown()
     ray.shutdown()
     reap_session()

@@ -15,13 +15,13 @@ import pytest
 
 from relay_ray.client import build_request
 from relay_ray.v1 import relay_pb2_grpc as rpb_grpc
-from tests.integration.conftest import EDGE_ONGOING, EDGE_QUEUED
+from tests.integration.conftest import EDGE_ONGOING, EDGE_QUEUED, EDGE_TOKEN
 from relay_ray.serve.replicas import engine_loads, engine_of, replica_pids, rss_mib
 
 pytestmark = pytest.mark.integration
 APP = "edge"
 LIMIT = EDGE_ONGOING + EDGE_QUEUED
-METADATA = (("application", APP),)
+METADATA = (("application", APP), ("authorization", f"Bearer {EDGE_TOKEN}"))
 
 
 async def _flood(address: str, num_clients: int) -> list[tuple[str, float]]:
