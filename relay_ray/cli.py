@@ -148,8 +148,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # engines): take it back.
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    print(f"relay serving: gRPC on 127.0.0.1:{serve_file.grpc_port} (Ctrl-C stops). Try:\n"
-          f"  relay-ray generate \"{DEMO_PROMPT}\" --policy rstitch --tau 0.3", flush=True)
+    auth = "bearer token required (RELAY_RAY_TOKEN for relay-ray generate)" if serve_file.relay.auth.enabled \
+        else "no authentication"
+    print(f"relay serving (Ctrl-C stops): gRPC on every interface, port {serve_file.grpc_port} (Serve's gRPC proxy "
+          f"cannot bind one address: keep the port private, and give remote clients `relay-ray gateway` with TLS); "
+          f"{auth}. Try:\n  relay-ray generate \"{DEMO_PROMPT}\" --policy rstitch --tau 0.3", flush=True)
     try:
         while True:
             time.sleep(3600)
