@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import os
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
 
 from relay_ray.config import TierConfig
 from relay_ray.engines.detok import IncrementalDecoder
 from relay_ray.engines.lifecycle import bind_to_replica
+from relay_ray.engines.prompts import guard_control_tokens, model_display_name, tokenizer_fingerprint
 from relay_ray.engines.segment_run import SegmentRun, TokenOutput
 from relay_ray.errors import FailureCause, RelayInputError, TierUnavailableError
 from relay_ray.types import (
@@ -34,15 +32,6 @@ from relay_ray.types import (
     Tier,
     TierInfo,
 )
-
-
-def tokenizer_fingerprint(tokenizer) -> str:
-    """Identical for tokenizers that map every string to the same ids."""
-    payload = json.dumps(
-        {"vocab": tokenizer.get_vocab(), "special": sorted(map(str, tokenizer.all_special_tokens))},
-        sort_keys=True,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def apply_cpu_env(config: TierConfig) -> None:
@@ -64,30 +53,6 @@ async def _engine_errors():
         yield
     except EngineDeadError as exc:
         raise TierUnavailableError(f"engine dead: {exc}", FailureCause.ENGINE_DEAD) from None
-
-
-def model_display_name(model: str) -> str:
-    """What a tier tells callers about its model: a hub name as is, a local folder's name only
-    (no file-system paths leave the replica)."""
-    path = Path(model)
-    return path.name if path.is_absolute() or path.exists() else model
-
-
-ESCAPE = "\u200b"  # zero-width space: breaks a control-token string so it tokenizes as text
-
-
-def guard_control_tokens(content: str, controls: tuple[str, ...], mode: str, index: int) -> str:
-    """``content`` of chat message ``index`` under the special-token ``mode`` (PromptInput)."""
-    if mode == "allow":
-        return content
-    for token in controls:
-        if token and token in content:
-            if mode == "reject":
-                raise RelayInputError(f"prompt.messages[{index}].content",
-                                      f"contains the control token {token!r}; remove it or ask the operator for "
-                                      "special_tokens 'escape'")
-            content = content.replace(token, token[:1] + ESCAPE + token[1:])
-    return content
 
 
 class VllmTierEngine:
