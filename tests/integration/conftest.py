@@ -36,8 +36,10 @@ KV_CACHE_MIB = {"demo-large": 448, "demo-small": 64}
 
 
 def tier(model: str, bind: str, **extra) -> dict:
+    # Niceness 5: the engines keep both cores busy; Serve's proxy and the controllers must not wait.
     return {"model": str(MODELS / model), "dtype": "float32", "max_model_len": 1024, "block_size": 32,
-            "kv_cache_memory_mib": KV_CACHE_MIB[model], "cpu_threads_bind": bind, "max_num_seqs": 16, **extra}
+            "kv_cache_memory_mib": KV_CACHE_MIB[model], "cpu_threads_bind": bind, "max_num_seqs": 16,
+            "engine_niceness": 5, **extra}
 
 
 EDGE_ONGOING, EDGE_QUEUED = 4, 4  # the edge application's admission limit: 8 requests
