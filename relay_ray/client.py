@@ -11,6 +11,9 @@ import grpc
 from relay_ray.policies import make_policy
 from relay_ray.rpc.convert import policy_spec_to_pb, sampling_to_pb
 from relay_ray.rpc.relay_service import TIMEOUT_METADATA
+from relay_ray.rpc.segment_server import MAX_MESSAGE_BYTES
+
+TOKEN_ENV = "RELAY_RAY_TOKEN"
 from relay_ray.types import ChatMessage, Sampling
 from relay_ray.v1 import relay_pb2 as rpb
 from relay_ray.v1 import relay_pb2_grpc as rpb_grpc
@@ -42,8 +45,10 @@ def build_request(
 
 
 # Failures after which a request can go on on another controller replica: the replica or its
-# connection died (Serve's proxy reports a dead replica as INTERNAL naming the Ray error).
-_RESUMABLE_DETAILS = ("ActorDiedError", "RayActorError", "ActorUnavailableError", "WorkerCrashedError")
+# connection died. Serve's proxy reports a dead replica as INTERNAL with the Ray error's text
+# ("The actor died unexpectedly before finishing this task. class_name: ServeReplica:...").
+_RESUMABLE_DETAILS = ("actor died", "actordiederror", "rayactorerror", "actorunavailableerror",
+                      "actor is temporarily unavailable", "workercrashederror")
 
 
 def resumable(exc: grpc.RpcError) -> bool:
@@ -51,8 +56,8 @@ def resumable(exc: grpc.RpcError) -> bool:
     code = exc.code() if hasattr(exc, "code") else None
     if code == grpc.StatusCode.UNAVAILABLE:
         return True
-    details = exc.details() if hasattr(exc, "details") else ""
-    return code == grpc.StatusCode.INTERNAL and any(name in (details or "") for name in _RESUMABLE_DETAILS)
+    details = (exc.details() if hasattr(exc, "details") else "") or ""
+    return code == grpc.StatusCode.INTERNAL and any(name in details.lower() for name in _RESUMABLE_DETAILS)
 
 
 class StreamProgress:
@@ -99,10 +104,18 @@ class RelayClient:
     """
 
     def __init__(self, address: str = "127.0.0.1:9000", app_name: str | None = None,
-                 timeout_s: float | None = 600.0, resume_attempts: int = 3) -> None:
-        self.channel = grpc.insecure_channel(address)
+                 timeout_s: float | None = 600.0, resume_attempts: int = 3, token: str | None = None,
+                 tls_ca: bytes | None = None) -> None:
+        options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+        if tls_ca is not None:
+            self.channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=tls_ca),
+                                               options=options)
+        else:
+            self.channel = grpc.insecure_channel(address, options=options)
         self.stub = rpb_grpc.RelayServiceStub(self.channel)
         self.metadata = (("application", app_name),) if app_name else ()
+        if token:
+            self.metadata += (("authorization", f"Bearer {token}"),)
         self.timeout_s = timeout_s
         self.resume_attempts = resume_attempts
         self.num_resumes = 0  # calls resumed on another replica (for tests and monitoring)
@@ -164,6 +177,34 @@ class RelayClient:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def add_connection_args(parser) -> None:
+    """``--address --app --token-env --tls-ca``: how a CLI command reaches a relay."""
+    parser.add_argument("--address", default="127.0.0.1:9000", help="host:port of the relay's gRPC endpoint")
+    parser.add_argument("--app", default=None, help="Serve application name (when several run)")
+    parser.add_argument("--token-env", default=TOKEN_ENV, metavar="NAME",
+                        help=f"environment variable holding the bearer token, if the relay requires one "
+                             f"(default {TOKEN_ENV})")
+    parser.add_argument("--tls-ca", default=None, metavar="PEM",
+                        help="CA certificate file: connect with TLS (e.g. to `relay-ray gateway`)")
+
+
+def client_from_args(args, timeout_s: float | None = 600.0) -> RelayClient:
+    """A RelayClient for the connection arguments of :func:`add_connection_args`."""
+    import os
+    from pathlib import Path
+
+    from relay_ray.errors import RelayInputError
+
+    ca = None
+    if args.tls_ca:
+        path = Path(args.tls_ca)
+        if not path.is_file():
+            raise RelayInputError("--tls-ca", f"{path} does not exist")
+        ca = path.read_bytes()
+    token = os.environ.get(args.token_env, "") or None
+    return RelayClient(args.address, args.app, timeout_s, token=token, tls_ca=ca)
 
 
 def _with_request_id(request: rpb.GenerateRequest) -> rpb.GenerateRequest:

@@ -8,6 +8,7 @@ from google.protobuf.message import Message
 
 from relay_ray.controller.events import RelayResult, SegmentFinished, TextDelta
 from relay_ray.controller.resume import ResumeInput
+from relay_ray.rpc.registration import UNDECODABLE_ID
 from relay_ray.errors import RelayInputError
 from relay_ray.types import (
     ChatMessage,
@@ -70,9 +71,10 @@ def _set_fields(msg: Message) -> dict:
 
 def prompt_from_pb(msg: Message) -> PromptInput:
     which = msg.WhichOneof("prompt")
+    mode = {"special_tokens": msg.special_tokens} if getattr(msg, "special_tokens", "") else {}
     if which == "chat":
-        return PromptInput(messages=tuple(ChatMessage(m.role, m.content) for m in msg.chat.messages))
-    return PromptInput(text=msg.text if which == "text" else "")
+        return PromptInput(messages=tuple(ChatMessage(m.role, m.content) for m in msg.chat.messages), **mode)
+    return PromptInput(text=msg.text if which == "text" else "", **mode)
 
 
 def prompt_to_pb(prompt: PromptInput, msg: Message) -> Message:
@@ -80,6 +82,8 @@ def prompt_to_pb(prompt: PromptInput, msg: Message) -> Message:
         msg.chat.messages.extend(rpb.ChatMessage(role=m.role, content=m.content) for m in prompt.messages)
     else:
         msg.text = prompt.text
+    if hasattr(msg, "special_tokens"):
+        msg.special_tokens = prompt.special_tokens
     return msg
 
 
@@ -105,6 +109,8 @@ def sampling_to_pb(s: Sampling, max_new_tokens: int | None = None) -> cpb.Sampli
 
 def request_from_pb(msg: rpb.GenerateRequest, default_policy: str) -> RelayRequest:
     """Client request -> :class:`RelayRequest`; raises RelayInputError on mismatches."""
+    if msg.request_id == UNDECODABLE_ID:
+        raise RelayInputError("request", "the message is not a relay_ray.v1.GenerateRequest")
     name = msg.policy.name or default_policy
     which = msg.policy.WhichOneof("params")
     params: dict = {}

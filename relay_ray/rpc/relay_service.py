@@ -16,6 +16,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from relay_ray.controller import RelayController
+from relay_ray.rpc.auth import TokenAuthenticator
 from relay_ray.rpc.convert import event_to_pb, request_from_pb, result_to_pb, resume_from_pb
 from relay_ray.rpc.status import is_bug, status_for
 from relay_ray.v1 import relay_pb2 as rpb
@@ -57,11 +58,17 @@ def _fail(context, request_id: str, exc: BaseException) -> RelayStatusError:
     return RelayStatusError(message)
 
 
+def _authenticate(authenticator: TokenAuthenticator | None, context) -> None:
+    if authenticator is not None:
+        authenticator.check(context.invocation_metadata() if context is not None else ())
+
+
 async def generate(controller: RelayController, msg: rpb.GenerateRequest, default_policy: str,
-                   context=None) -> rpb.GenerateResponse:
+                   context=None, authenticator: TokenAuthenticator | None = None) -> rpb.GenerateResponse:
     """Unary Generate: run the relay to the end."""
     request_id = msg.request_id
     try:
+        _authenticate(authenticator, context)
         request = request_from_pb(msg, default_policy)
         request_id = request.request_id
         return result_to_pb(await controller.run(request, timeout_s=timeout_s(context)))
@@ -70,10 +77,12 @@ async def generate(controller: RelayController, msg: rpb.GenerateRequest, defaul
 
 
 async def generate_stream(controller: RelayController, msg: rpb.GenerateRequest, default_policy: str,
-                          context=None) -> AsyncIterator[rpb.GenerateStreamResponse]:
+                          context=None, authenticator: TokenAuthenticator | None = None,
+                          ) -> AsyncIterator[rpb.GenerateStreamResponse]:
     """Streaming Generate: text deltas, one segment_end per segment, then the final response."""
     request_id = msg.request_id
     try:
+        _authenticate(authenticator, context)
         request = request_from_pb(msg, default_policy)
         request_id = request.request_id  # generated when the client sent none
         resume = resume_from_pb(msg)

@@ -20,7 +20,7 @@ from relay_ray.types import Tier
 TIER_DEPLOYMENT_NAMES = {Tier.LARGE: "LargeTier", Tier.SMALL: "SmallTier"}
 CONTROLLER_DEPLOYMENT_NAME = "RelayController"
 SERVICER_FUNCTIONS = (
-    "relay_ray.v1.relay_pb2_grpc.add_RelayServiceServicer_to_server",
+    "relay_ray.rpc.registration.add_RelayServiceServicer_to_server",
 )
 # Every segment of a request carries its request id as Serve session id; hashing it keeps
 # the request on one replica (prefix-cache affinity) and falls back if that one is full.
@@ -74,13 +74,16 @@ def replica_args(cfg: TierConfig) -> dict:
 def build_app(config: RelayConfig, app_secret: str | None = None) -> Application:
     """The relay application: LargeTier and SmallTier deployments behind RelayController.
 
-    ``app_secret`` (random when not given) is handed to the controller replicas through Ray:
-    it signs the resume tokens any replica of this application accepts.
+    ``app_secret`` (random when not given) is handed to the controller and tier replicas
+    through Ray: it signs the resume tokens any controller replica of this application
+    accepts, and tier replicas serve their direct gRPC port only to callers presenting it.
     """
     tiers = {}
+    secret = app_secret or secrets.token_hex(32)
     for tier, tier_cfg in ((Tier.LARGE, config.large), (Tier.SMALL, config.small)):
         deployment = serve.deployment(TierServer).options(**tier_deployment_options(tier, tier_cfg))
-        tiers[tier] = deployment.bind(tier.value, replica_args(tier_cfg))
+        tier_cfg = tier_cfg.model_copy(update={"input_limits": config.controller.input_limits})
+        tiers[tier] = deployment.bind(tier.value, replica_args(tier_cfg), secret)
     c = config.controller
     ingress = serve.deployment(RelayIngress).options(
         name=CONTROLLER_DEPLOYMENT_NAME,
@@ -89,11 +92,11 @@ def build_app(config: RelayConfig, app_secret: str | None = None) -> Application
         max_queued_requests=c.max_queued_requests,
         ray_actor_options={"num_cpus": c.num_cpus},
     )
-    secret = app_secret or secrets.token_hex(32)
     # Only what the controller uses: scaling a tier (num_replicas, autoscaling) must not
     # change the controller's arguments, or Serve would restart the controller replicas.
     migration_limits = {"large": config.large.migration_limit, "small": config.small.migration_limit}
-    return ingress.bind(tiers[Tier.LARGE], tiers[Tier.SMALL], c.model_dump(mode="json"), migration_limits, secret)
+    return ingress.bind(tiers[Tier.LARGE], tiers[Tier.SMALL], c.model_dump(mode="json"), migration_limits, secret,
+                        config.auth.model_dump(mode="json"))
 
 
 def app_builder(args: dict) -> Application:
