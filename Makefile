@@ -22,13 +22,13 @@ $(STAMP): pyproject.toml
 	if [ "$(VLLM_EXTRA)" = cpu ]; then $(PIP) uninstall -q -y torchvision torchaudio torchcodec || true; fi
 	touch $(STAMP)
 
-$(MODELS) &: $(STAMP) relay_ray/models/build.py relay_ray/models/corpus.py
+$(MODELS) &: $(STAMP) relay_ray/models/build.py relay_ray/models/corpus.py relay_ray/models/vocab.py
 	$(PY) -m relay_ray.models.build --out models
 
 models: $(MODELS)
 
 BENCH_MODELS := $(foreach m,bench-large bench-small,models/$(m)/build-spec.json)
-$(BENCH_MODELS) &: $(STAMP) relay_ray/models/build.py
+$(BENCH_MODELS) &: $(STAMP) relay_ray/models/build.py relay_ray/models/vocab.py
 	$(PY) -m relay_ray.models.build --set bench --out models
 
 bench-models: $(BENCH_MODELS)

@@ -9,6 +9,14 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+# Markup the models write and the policies match on (one token each in the project's
+# tokenizers). Chat templates open THINK_START; the reasoning trace ends at THINK_END;
+# a RelayLLM caller asks for the large model with CALL_START n CALL_END.
+THINK_START = "<think>"
+THINK_END = "</think>"
+CALL_START = "<call>"
+CALL_END = "</call>"
+
 
 class Tier(enum.Enum):
     """Which model writes a segment."""

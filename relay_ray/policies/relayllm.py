@@ -15,10 +15,10 @@ from pydantic import Field
 
 from relay_ray.policies.base import Policy, PolicyParams, SegmentPlan, Transition
 from relay_ray.state import RelayState
-from relay_ray.types import FinishReason, SegmentResult, StopRule, Tier
+from relay_ray.types import CALL_END, CALL_START, FinishReason, SegmentResult, StopRule, Tier
 
-CALL_CLOSE = "</call>"
-_CALL_RE = re.compile(r"<call>\s*(\d+)\s*</call>\s*$")
+# A well-formed command at the end of a segment's text; group 1 is n.
+CALL_RE = re.compile(rf"{re.escape(CALL_START)}\s*(\d+)\s*{re.escape(CALL_END)}\s*$")
 
 
 class RelayLLMParams(PolicyParams):
@@ -39,7 +39,7 @@ class RelayLLMPolicy(Policy):
             n = int(state.memo.get("pending_call_tokens", 1))
             return SegmentPlan(Tier.LARGE, StopRule(max_new_tokens=self.budget(state, n)))
         calls_left = int(state.memo.get("num_calls", 0)) < self.params.max_calls
-        stop = StopRule(max_new_tokens=self.budget(state), stop_strings=(CALL_CLOSE,) if calls_left else ())
+        stop = StopRule(max_new_tokens=self.budget(state), stop_strings=(CALL_END,) if calls_left else ())
         return SegmentPlan(Tier.SMALL, stop)
 
     def transition(self, state: RelayState, plan: SegmentPlan, result: SegmentResult) -> Transition:
@@ -48,7 +48,7 @@ class RelayLLMPolicy(Policy):
         if result.finish_reason is not FinishReason.STOP_STRING:
             return Transition(Tier.SMALL)
         num_calls = int(state.memo.get("num_calls", 0)) + 1
-        match = _CALL_RE.search(result.text)
+        match = CALL_RE.search(result.text)
         if match is None:  # malformed: leave the text, count it so a loop stays bounded
             return Transition(Tier.SMALL, memo={"num_calls": num_calls})
         num_kept = sum(1 for end in result.text_offsets if end <= match.start())

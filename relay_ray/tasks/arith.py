@@ -32,6 +32,8 @@ import random
 import re
 from dataclasses import dataclass
 
+from relay_ray.types import THINK_END
+
 NAMES = ("Tom", "Ana", "Ben", "Mia", "Sam", "Eva")
 ITEMS = ("apples", "pens", "books", "cards", "eggs", "coins")
 HARD_CUES = ("Now compute", "Next,", "Wait, check")
@@ -39,7 +41,6 @@ EASY_CUES = ("So", "Therefore,", "In summary,")
 # Mid-sentence phrases whose continuation copies digits already written ("carry 1, so far 80"
 # after "4*4+2=18" and "so far 0"): extra RelayGen cue candidates for calibration.
 COPY_PHRASES = ("so far", ", carry")
-THINK_END = "</think>"
 # Computed values: the digits after "=" in a step ("7*3+0=21", "9+4+1=14") or a check
 # ("check 3*4=12"); restatements ("So the product is 441.") copy and are not hard.
 _HARD_VALUE = re.compile(r"(?:\d[*+]\d\+\d|check \d\*\d)=(\d+)")
