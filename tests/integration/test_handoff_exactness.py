@@ -21,7 +21,7 @@ import pytest
 from relay_ray.client import build_request
 from relay_ray.types import CALL_START, Tier
 from relay_ray.v1 import common_pb2
-from tests.integration.tier_servers import start_tier, stop_tier
+from tests.integration.tier_servers import tier_pair
 
 pytestmark = pytest.mark.integration
 NUM_PROMPTS, NEW_TOKENS = 20, 64
@@ -97,16 +97,8 @@ def test_segments_of_a_request_stay_on_one_replica(same_client):
 @pytest.fixture(scope="module")
 def caller_tiers():
     """The trained large model (core 0) and the RelayLLM caller (core 1) as tier servers."""
-    procs = []
-    try:
-        large, large_addr = start_tier(DEMO_MODELS / "arith-large", "large", "0")
-        procs.append(large)
-        caller, caller_addr = start_tier(DEMO_MODELS / "arith-caller", "small", "1")
-        procs.append(caller)
-        yield {Tier.LARGE: large_addr, Tier.SMALL: caller_addr}
-    finally:
-        for proc in procs:
-            stop_tier(proc)
+    with tier_pair(DEMO_MODELS / "arith-large", DEMO_MODELS / "arith-caller") as addresses:
+        yield addresses
 
 
 def _relayllm_served(addresses: dict, prompts: list[str]) -> list:
