@@ -31,14 +31,18 @@ def _relay(block_size: int, prefill_ahead: bool = True, large_tokens: int = 8, s
                            {"large_tokens": large_tokens, "small_tokens": small_tokens},
                            max_new_tokens=max_new_tokens)
 
+    return drive(controller, request), large, small
+
+
+def drive(controller: RelayController, request: RelayRequest) -> RelayResult:
+    """Run ``request`` to its result, then let the warm-up jobs it started land."""
     async def go() -> RelayResult:
-        result = None
         async for event in controller.generate(request):
             result = event
-        await asyncio.gather(*controller._background)  # let warm jobs land before inspecting
+        await asyncio.gather(*controller._background)
         return result
 
-    return asyncio.run(go()), large, small
+    return asyncio.run(go())
 
 
 def test_deltas_are_due_on_intervals_and_block_boundaries():
@@ -110,12 +114,7 @@ def test_each_block_the_small_tier_completes_is_warmed_on_the_large_tier_at_once
     request = RelayRequest(PromptInput(text="Q: "), "fixed-ratio", {"large_tokens": 8, "small_tokens": 24},
                            max_new_tokens=128)
 
-    async def go() -> None:
-        async for _ in controller.generate(request):
-            pass
-        await asyncio.gather(*controller._background)
-
-    asyncio.run(go())
+    drive(controller, request)
     # Small segments cover prefix lengths 9..33, 41..65, 73..97 and 105..129 (one prompt
     # token); the large tier computed up to 32, 64 and 96 itself before the next three. So the
     # blocks to warm end at 16, 32 | 48, 64 | 80, 96 | 112, 128: the small tier streams a delta
@@ -181,13 +180,7 @@ def test_handoff_time_is_the_time_spent_outside_the_engines():
     request = RelayRequest(PromptInput(text="Q: "), "fixed-ratio", {"large_tokens": 3, "small_tokens": 5},
                            max_new_tokens=32)
     started = clock.now_s
-
-    async def go() -> RelayResult:
-        async for event in controller.generate(request):
-            result = event
-        return result
-
-    result = asyncio.run(go())
+    result = drive(controller, request)
     assert len(result.segments) > 4
     for seg in result.segments:
         assert seg.timing.total_ms == pytest.approx(engine_ms[seg.tier] * seg.num_tokens)
@@ -204,12 +197,8 @@ def test_single_tier_policies_never_warm_the_other_tier():
     small = ScriptedTier(Tier.SMALL, VOCAB, DOC, block_size=16)
     controller = RelayController({Tier.LARGE: large, Tier.SMALL: small}, ControllerLimits(prefill_ahead=True))
 
-    async def go(policy: str) -> None:
-        async for _ in controller.generate(RelayRequest(PromptInput(text="Q: "), policy, max_new_tokens=64)):
-            pass
-
     for policy in ("small-only", "large-only"):
-        asyncio.run(go(policy))
+        drive(controller, RelayRequest(PromptInput(text="Q: "), policy, max_new_tokens=64))
     assert not any(j.prefill_only or j.stream_interval_tokens for j in large.jobs + small.jobs)
 
 
@@ -221,12 +210,7 @@ def test_the_prompt_is_prefilled_on_the_idle_small_tier_once():
     request = RelayRequest(PromptInput(text=prompt), "fixed-ratio", {"large_tokens": 8, "small_tokens": 24},
                            max_new_tokens=96)
 
-    async def go() -> None:
-        async for _ in controller.generate(request):
-            pass
-        await asyncio.gather(*controller._background)
-
-    asyncio.run(go())
+    drive(controller, request)
     warm_small = [j for j in small.jobs if j.prefill_only]
     assert [len(j.prefix_token_ids) for j in warm_small] == [32]
     assert warm_small[0].segment_index == 0
@@ -260,12 +244,7 @@ def test_no_warm_up_at_the_end_of_a_segment_once_it_is_known_to_be_too_slow():
     request = RelayRequest(PromptInput(text="Q: "), "fixed-ratio", {"large_tokens": 8, "small_tokens": 24},
                            max_new_tokens=64)
 
-    async def go() -> None:
-        async for _ in controller.generate(request):
-            pass
-        await asyncio.gather(*controller._background)
-
-    asyncio.run(go())
+    drive(controller, request)
     # Small segments start at prefix lengths 9 and 41 (1 prompt token + output). Block ends
     # inside them: 16 (7 written, 17 left: warm), 32 (23 written, 1 left: too late),
     # 48 (7 written, 17 left: warm), 64 (23 written, 1 left: too late).
