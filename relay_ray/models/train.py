@@ -5,7 +5,7 @@ and the small model by teacher forcing on generated traces, then the caller vari
 small one (:mod:`relay_ray.models.caller`), and saves each as a Hugging Face folder (bfloat16
 safetensors, shared tokenizer) with a ``train-report.json`` of what was measured. Seeded:
 the same command on the same machine writes the same weights. ``--scale 0.1`` runs a short
-trial. Budget: about 40 minutes on 2 CPU cores for the whole set.
+trial. Budget: about 21 minutes on 2 CPU cores for the whole set (docs/quality.md).
 """
 
 from __future__ import annotations
