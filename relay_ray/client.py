@@ -8,6 +8,7 @@ import grpc
 
 from relay_ray.policies import make_policy
 from relay_ray.rpc.convert import policy_spec_to_pb, sampling_to_pb
+from relay_ray.rpc.relay_service import TIMEOUT_METADATA
 from relay_ray.types import ChatMessage, Sampling
 from relay_ray.v1 import relay_pb2 as rpb
 from relay_ray.v1 import relay_pb2_grpc as rpb_grpc
@@ -48,12 +49,17 @@ class RelayClient:
         self.metadata = (("application", app_name),) if app_name else ()
         self.timeout_s = timeout_s
 
+    def _metadata(self, extra: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+        # Serve's proxy does not pass the call's deadline on: send it as metadata too.
+        deadline = ((TIMEOUT_METADATA, str(int(self.timeout_s * 1000))),) if self.timeout_s else ()
+        return self.metadata + deadline + tuple(extra)
+
     def generate(self, request: rpb.GenerateRequest, metadata: Sequence[tuple[str, str]] = ()) -> rpb.GenerateResponse:
-        return self.stub.Generate(request, metadata=self.metadata + tuple(metadata), timeout=self.timeout_s)
+        return self.stub.Generate(request, metadata=self._metadata(metadata), timeout=self.timeout_s)
 
     def generate_stream(self, request: rpb.GenerateRequest,
                         metadata: Sequence[tuple[str, str]] = ()) -> Iterator[rpb.GenerateStreamResponse]:
-        return self.stub.GenerateStream(request, metadata=self.metadata + tuple(metadata), timeout=self.timeout_s)
+        return self.stub.GenerateStream(request, metadata=self._metadata(metadata), timeout=self.timeout_s)
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
         grpc.channel_ready_future(self.channel).result(timeout=timeout_s)

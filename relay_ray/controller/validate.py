@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from relay_ray.controller.attempts import RetryPolicy
 from relay_ray.errors import RelayInputError
 from relay_ray.policies import Policy, make_policy
 from relay_ray.types import PreparedPrompt, RelayRequest, Tier, TierInfo
@@ -26,6 +27,11 @@ class ControllerLimits:
     # Only the large tier by default: its delta prefill is the expensive one; warming the
     # small one saves little and costs a call.
     prefill_ahead_tiers: frozenset[Tier] = frozenset({Tier.LARGE})
+    # Segment migration after a tier fault, per tier (controller/attempts.py).
+    retry: Mapping[Tier, RetryPolicy] = field(default_factory=lambda: {tier: RetryPolicy() for tier in Tier})
+
+    def retry_policy(self, tier: Tier) -> RetryPolicy:
+        return self.retry.get(tier) or RetryPolicy()
 
 
 def validate_request(request: RelayRequest, limits: ControllerLimits) -> Policy:

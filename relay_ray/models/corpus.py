@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-from relay_ray.types import CALL_END, CALL_START, THINK_END, THINK_START
+from relay_ray.types import CALL_CLOSE, CALL_OPEN, THINK_END, THINK_START
 
 CUE_WORDS = (
     "So", "So,", "Therefore", "Therefore,", "Thus", "Thus,", "Now", "Now,", "Hence", "Wait,",
@@ -44,6 +44,6 @@ def training_text(seed: int = 0, count: int = 4000) -> list[str]:
     lines += [
         f"<|im_start|>user\nWhat is 12 plus 30?<|im_end|>\n<|im_start|>assistant\n{THINK_START}\n",
         f"{THINK_END}\n\nAnswer: 42",
-        " ".join(f"{CALL_START}{n}{CALL_END}" for n in (8, 16, 32)),
+        " ".join(f"{CALL_OPEN}{n}{CALL_CLOSE}" for n in (8, 16, 32)),
     ]
     return lines

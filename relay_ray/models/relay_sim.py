@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from relay_ray.models.greedy import extract_answer
 from relay_ray.models.sequences import encode_prompt
 from relay_ray.policies.relayllm import CALL_RE
-from relay_ray.types import CALL_END, CALL_START
+from relay_ray.types import CALL_CLOSE, CALL_OPEN
 
 
 def _greedy(model, ids: list[int], max_new: int, stop_ids: list[int]) -> list[int]:
@@ -43,7 +43,7 @@ def relayllm_relay(caller, large, tokenizer, prompt_ids: list[int], max_new_toke
                    max_calls: int = 32) -> RelayedAnswer:
     """Relay one answer after ``prompt_ids`` (a rendered, tokenized prompt)."""
     eos = tokenizer.eos_token_id
-    call_open, call_close = tokenizer.convert_tokens_to_ids([CALL_START, CALL_END])
+    call_open, call_close = tokenizer.convert_tokens_to_ids([CALL_OPEN, CALL_CLOSE])
     out: list[int] = []
     large_tokens = small_tokens = calls = 0
     while len(out) < max_new_tokens:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from relay_ray.types import CALL_END, CALL_START, THINK_END, THINK_START
+from relay_ray.types import CALL_CLOSE, CALL_OPEN, THINK_END, THINK_START
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
@@ -25,7 +25,7 @@ CHAT_TEMPLATE = (
 )
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>")
 # Shown in decoded text (special=False) because policies match on them.
-MARKUP_TOKENS = (THINK_START, THINK_END, CALL_START, CALL_END)
+MARKUP_TOKENS = (THINK_START, THINK_END, CALL_OPEN, CALL_CLOSE)
 
 # A word with its leading space, one digit with its leading space, a run of punctuation, or
 # whitespace; byte-level BPE then merges within these pieces only.

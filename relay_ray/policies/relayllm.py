@@ -15,10 +15,10 @@ from pydantic import Field
 
 from relay_ray.policies.base import Policy, PolicyParams, SegmentPlan, Transition
 from relay_ray.state import RelayState
-from relay_ray.types import CALL_END, CALL_START, FinishReason, SegmentResult, StopRule, Tier
+from relay_ray.types import CALL_CLOSE, CALL_OPEN, FinishReason, SegmentResult, StopRule, Tier
 
 # A well-formed command at the end of a segment's text; group 1 is n.
-CALL_RE = re.compile(rf"{re.escape(CALL_START)}\s*(\d+)\s*{re.escape(CALL_END)}\s*$")
+CALL_RE = re.compile(rf"{re.escape(CALL_OPEN)}\s*(\d+)\s*{re.escape(CALL_CLOSE)}\s*$")
 
 
 class RelayLLMParams(PolicyParams):
@@ -39,7 +39,9 @@ class RelayLLMPolicy(Policy):
             n = int(state.memo.get("pending_call_tokens", 1))
             return SegmentPlan(Tier.LARGE, StopRule(max_new_tokens=self.budget(state, n)))
         calls_left = int(state.memo.get("num_calls", 0)) < self.params.max_calls
-        stop = StopRule(max_new_tokens=self.budget(state), stop_strings=(CALL_END,) if calls_left else ())
+        # A command is removed from the text once complete, so a stream must not show it early.
+        stop = StopRule(max_new_tokens=self.budget(state), stop_strings=(CALL_CLOSE,) if calls_left else (),
+                        retract_string=CALL_OPEN if calls_left else "")
         return SegmentPlan(Tier.SMALL, stop)
 
     def transition(self, state: RelayState, plan: SegmentPlan, result: SegmentResult) -> Transition:

@@ -161,7 +161,7 @@ def result_to_pb(result: RelayResult) -> rpb.GenerateResponse:
         small_generated_tokens=s.generated_by_tier[Tier.SMALL],
         num_switches=s.num_switches, num_segments=s.num_segments, latency_ms=s.latency_ms,
         finish_reason=int(s.finish_reason), large_token_share=s.large_token_share,
-        handoff_mode=s.handoff_mode.value,
+        handoff_mode=s.handoff_mode.value, num_migrations=s.num_migrations,
     )
     return rpb.GenerateResponse(
         request_id=result.request_id, text=result.text, token_ids=list(result.token_ids),
@@ -185,7 +185,7 @@ def stop_rule_to_pb(rule: StopRule) -> spb.StopRule:
         max_new_tokens=rule.max_new_tokens, min_new_tokens=rule.min_new_tokens,
         stop_strings=list(rule.stop_strings), word_start=rule.word_start,
         string_commit=spb.COMMIT_EXCLUSIVE if rule.string_commit is Commit.EXCLUSIVE else spb.COMMIT_INCLUSIVE,
-        stop_token_ids=list(rule.stop_token_ids),
+        stop_token_ids=list(rule.stop_token_ids), retract_string=rule.retract_string,
     )
     if rule.entropy is not None:
         e = rule.entropy
@@ -206,6 +206,7 @@ def stop_rule_from_pb(msg: spb.StopRule) -> StopRule:
         stop_strings=tuple(msg.stop_strings),
         string_commit=Commit.EXCLUSIVE if msg.string_commit == spb.COMMIT_EXCLUSIVE else Commit.INCLUSIVE,
         word_start=msg.word_start, stop_token_ids=tuple(msg.stop_token_ids), entropy=entropy,
+        retract_string=msg.retract_string,
     )
 
 
@@ -215,7 +216,8 @@ def job_to_pb(job: SegmentJob) -> spb.SegmentJob:
         sampling=sampling_to_pb(job.sampling),
         signals=spb.Signals(logprob=job.signals.logprob, entropy=job.signals.entropy, margin=job.signals.margin),
         stream_interval_tokens=job.stream_interval_tokens, prefill_only=job.prefill_only,
-        stream_block_tokens=job.stream_block_tokens,
+        stream_block_tokens=job.stream_block_tokens, resume_token_ids=list(job.resume_token_ids),
+        timeout_s=job.timeout_s,
     )
     if job.prefix_text is not None:
         msg.prefix_text = job.prefix_text
@@ -232,7 +234,8 @@ def job_from_pb(msg: spb.SegmentJob) -> SegmentJob:
         sampling=sampling, prefix_token_ids=tuple(msg.prefix_token_ids.ids), prefix_text=text,
         signals=SignalRequest(msg.signals.logprob, msg.signals.entropy, msg.signals.margin),
         stream_interval_tokens=msg.stream_interval_tokens, prefill_only=msg.prefill_only,
-        stream_block_tokens=msg.stream_block_tokens,
+        stream_block_tokens=msg.stream_block_tokens, resume_token_ids=tuple(msg.resume_token_ids),
+        timeout_s=msg.timeout_s,
     )
 
 

@@ -35,6 +35,7 @@ def tier_deployment_options(tier: Tier, cfg: TierConfig) -> dict:
         "name": TIER_DEPLOYMENT_NAMES[tier],
         "num_replicas": cfg.num_replicas,
         "max_ongoing_requests": cfg.max_ongoing_requests,
+        "max_queued_requests": cfg.max_queued_requests,
         # VLLM_CONFIGURE_LOGGING=0: vLLM must not replace the logging config Serve set up.
         "ray_actor_options": {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus,
                               "runtime_env": {"env_vars": {"VLLM_CONFIGURE_LOGGING": "0"}}},
@@ -68,9 +69,10 @@ def build_app(config: RelayConfig) -> Application:
         name=CONTROLLER_DEPLOYMENT_NAME,
         num_replicas=c.num_replicas,
         max_ongoing_requests=c.max_ongoing_requests,
+        max_queued_requests=c.max_queued_requests,
         ray_actor_options={"num_cpus": c.num_cpus},
     )
-    return ingress.bind(tiers[Tier.LARGE], tiers[Tier.SMALL], c.model_dump(mode="json"))
+    return ingress.bind(tiers[Tier.LARGE], tiers[Tier.SMALL], config.model_dump(mode="json"))
 
 
 def app_builder(args: dict) -> Application:

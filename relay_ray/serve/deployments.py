@@ -12,16 +12,22 @@ from ray import serve
 
 from relay_ray.autoscale.policy import INFLIGHT_METRIC, TOKENS_METRIC
 from relay_ray.autoscale.rates import SlidingRate
-from relay_ray.config import ControllerConfig, TierConfig
+from relay_ray.config import RelayConfig, TierConfig
 from relay_ray.controller import ControllerLimits, RelayController, RelayResult
-from relay_ray.engines.direct_client import DirectTierClient
-from relay_ray.engines.grpc_client import GrpcTierClient
-from relay_ray.engines.handle_client import HandleTierClient
+from relay_ray.controller.attempts import RetryPolicy
+from relay_ray.transport.direct_client import DirectTierClient
+from relay_ray.transport.grpc_client import GrpcTierClient
+from relay_ray.transport.handle_client import HandleTierClient
 from relay_ray.engines.vllm_tier import VllmTierEngine
 from relay_ray.rpc import relay_service
 from relay_ray.telemetry.metrics import RayMetrics
 from relay_ray.telemetry.observer import TelemetryObserver
 from relay_ray.types import PreparedPrompt, PromptInput, RelayRequest, SegmentJob, SegmentResult, Tier, TierInfo
+
+
+# Tier deployments get graceful_shutdown_timeout_s = 30 (builder): direct segments still in
+# flight after this long are cancelled and migrated, before Serve force-stops the replica.
+DRAIN_GRACE_S = 20.0
 
 
 class TierServer:
@@ -38,9 +44,9 @@ class TierServer:
         await self.engine.start()
         self._inflight = 0
         self._decoded = SlidingRate(window_s=10.0)
-        self.endpoint = await self._serve_direct()
+        self.endpoint = await self._serve_direct(tier_config.max_direct_segments or tier_config.max_ongoing_requests)
 
-    async def _serve_direct(self) -> str:
+    async def _serve_direct(self, max_segments: int) -> str:
         """Also serve SegmentService on this node's IP (transport 'direct': a controller
         reaches this replica without a Serve handle once it knows the endpoint)."""
         from ray.util import get_node_ip_address
@@ -48,8 +54,13 @@ class TierServer:
         from relay_ray.rpc.segment_server import start_segment_server
 
         host = get_node_ip_address()
-        self._grpc_server, port = await start_segment_server(self, host, 0)
+        self._grpc_server, port = await start_segment_server(self, host, 0, max_segments)
         return f"{host}:{port}"
+
+    def engine_load(self) -> dict[str, int]:
+        """Requests the engine has not finished, and segment jobs in flight (tests, debugging)."""
+        processor = self.engine.engine.output_processor
+        return {"unfinished_requests": processor.get_num_unfinished_requests(), "segments": self._inflight}
 
     def _finished(self, job: SegmentJob, result: SegmentResult) -> None:
         if job.prefill_only:
@@ -94,7 +105,14 @@ class TierServer:
         """Serve restarts the replica when this raises (engine process died, ...)."""
         await self.engine.check_health()
 
-    def __del__(self) -> None:
+    async def __del__(self) -> None:
+        """Graceful stop (Serve calls this after its handle requests drained): refuse new
+        direct segments (controllers then route through Serve, to other replicas), let the
+        ones in flight finish within the grace period (the rest are cancelled, and their
+        controllers re-run them elsewhere), then stop the engine."""
+        server = getattr(self, "_grpc_server", None)
+        if server is not None:
+            await server.stop(grace=DRAIN_GRACE_S)
         engine = getattr(self, "engine", None)
         if engine is not None:
             engine.shutdown()
@@ -107,7 +125,8 @@ class RelayIngress:
     """
 
     def __init__(self, large, small, config: dict) -> None:
-        cfg = ControllerConfig.model_validate(config)
+        relay = RelayConfig.model_validate(config)
+        cfg = relay.controller
         if cfg.transport == "grpc":
             tiers = {Tier.LARGE: GrpcTierClient(cfg.large_endpoints), Tier.SMALL: GrpcTierClient(cfg.small_endpoints)}
         elif cfg.transport == "direct":
@@ -115,11 +134,14 @@ class RelayIngress:
                      Tier.SMALL: DirectTierClient(HandleTierClient(small))}
         else:
             tiers = {Tier.LARGE: HandleTierClient(large), Tier.SMALL: HandleTierClient(small)}
+        retry = {tier: RetryPolicy(migration_limit=tier_cfg.migration_limit, backoff_s=cfg.migration_backoff_s,
+                                   stall_timeout_s=cfg.segment_stall_timeout_s)
+                 for tier, tier_cfg in ((Tier.LARGE, relay.large), (Tier.SMALL, relay.small))}
         limits = ControllerLimits(max_new_tokens=cfg.max_new_tokens_limit,
                                   stream_interval_tokens=cfg.stream_interval_tokens,
                                   prefill_ahead=cfg.prefill_ahead,
-                                  prefill_ahead_tiers=frozenset(cfg.prefill_ahead_tiers))
-        self.telemetry = TelemetryObserver(RayMetrics())
+                                  prefill_ahead_tiers=frozenset(cfg.prefill_ahead_tiers), retry=retry)
+        self.telemetry = TelemetryObserver(RayMetrics(serve.get_replica_context().app_name))
         self.controller = RelayController(tiers, limits, observer=self.telemetry)
         self.default_policy = cfg.default_policy
 
@@ -137,9 +159,6 @@ class RelayIngress:
         ):
             yield message
 
-    async def relay(self, request: RelayRequest) -> RelayResult:
+    async def relay(self, request: RelayRequest, timeout_s: float | None = None) -> RelayResult:
         """Python entry point for handle callers (tests, batch jobs)."""
-        async for event in self.controller.generate(request):
-            if isinstance(event, RelayResult):
-                return event
-        raise RuntimeError("relay ended without a result")
+        return await self.controller.run(request, timeout_s=timeout_s)

@@ -146,7 +146,7 @@ class SegmentInfo(_message.Message):
     def __init__(self, index: _Optional[int] = ..., tier: _Optional[_Union[_common_pb2.Tier, str]] = ..., text: _Optional[str] = ..., num_tokens: _Optional[int] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., matched_stop: _Optional[str] = ..., num_dropped_tokens: _Optional[int] = ..., num_prompt_tokens: _Optional[int] = ..., num_cached_tokens: _Optional[int] = ..., timing: _Optional[_Union[_common_pb2.SegmentTiming, _Mapping]] = ..., replica_id: _Optional[str] = ..., handoff_ms: _Optional[float] = ..., controller_ms: _Optional[float] = ..., transport_ms: _Optional[float] = ...) -> None: ...
 
 class RelayStats(_message.Message):
-    __slots__ = ("large_tokens", "small_tokens", "large_generated_tokens", "small_generated_tokens", "num_switches", "num_segments", "latency_ms", "finish_reason", "large_token_share", "handoff_mode")
+    __slots__ = ("large_tokens", "small_tokens", "large_generated_tokens", "small_generated_tokens", "num_switches", "num_segments", "latency_ms", "finish_reason", "large_token_share", "handoff_mode", "num_migrations")
     LARGE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SMALL_TOKENS_FIELD_NUMBER: _ClassVar[int]
     LARGE_GENERATED_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +157,7 @@ class RelayStats(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     LARGE_TOKEN_SHARE_FIELD_NUMBER: _ClassVar[int]
     HANDOFF_MODE_FIELD_NUMBER: _ClassVar[int]
+    NUM_MIGRATIONS_FIELD_NUMBER: _ClassVar[int]
     large_tokens: int
     small_tokens: int
     large_generated_tokens: int
@@ -167,7 +168,8 @@ class RelayStats(_message.Message):
     finish_reason: _common_pb2.FinishReason
     large_token_share: float
     handoff_mode: str
-    def __init__(self, large_tokens: _Optional[int] = ..., small_tokens: _Optional[int] = ..., large_generated_tokens: _Optional[int] = ..., small_generated_tokens: _Optional[int] = ..., num_switches: _Optional[int] = ..., num_segments: _Optional[int] = ..., latency_ms: _Optional[float] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., large_token_share: _Optional[float] = ..., handoff_mode: _Optional[str] = ...) -> None: ...
+    num_migrations: int
+    def __init__(self, large_tokens: _Optional[int] = ..., small_tokens: _Optional[int] = ..., large_generated_tokens: _Optional[int] = ..., small_generated_tokens: _Optional[int] = ..., num_switches: _Optional[int] = ..., num_segments: _Optional[int] = ..., latency_ms: _Optional[float] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., large_token_share: _Optional[float] = ..., handoff_mode: _Optional[str] = ..., num_migrations: _Optional[int] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
     __slots__ = ("request_id", "text", "token_ids", "segments", "stats")

@@ -1,8 +1,11 @@
-"""One Ray instance per test session with two relay applications on Serve's gRPC proxy.
+"""One Ray instance per test session with three relay applications on Serve's gRPC proxy.
 
 - ``pair``: the demo pair (large and small models differ) for policy behaviour;
-- ``same``: both tiers serve the *same* model (the small tier with two replicas), for
-  handoff exactness and replica affinity.
+- ``same``: both tiers serve the *same* model, two replicas each, behind two controller
+  replicas: handoff exactness, replica affinity, and the fault tests (which kill replicas and
+  wait for all of them to be back before they end);
+- ``telemetry``: a small pair used only by the metrics test, whose counters (tagged with the
+  application) no other test moves.
 Engines start once per session (about two minutes on 2 cores) and are shared by all tests.
 """
 
@@ -26,9 +29,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# KV cache per engine: demo-large needs 24 KiB per token in fp32, demo-small 2 KiB; these hold
+# 16 sequences of 1024 tokens with room to spare.
+KV_CACHE_MIB = {"demo-large": 448, "demo-small": 64}
+
+
 def tier(model: str, bind: str, **extra) -> dict:
     return {"model": str(MODELS / model), "dtype": "float32", "max_model_len": 1024, "block_size": 32,
-            "kv_cache_space_gib": 1, "cpu_threads_bind": bind, "max_num_seqs": 16, **extra}
+            "kv_cache_memory_mib": KV_CACHE_MIB[model], "cpu_threads_bind": bind, "max_num_seqs": 16, **extra}
 
 
 @dataclass(frozen=True)
@@ -71,11 +79,14 @@ def relay_server(tmp_path_factory):
     # `pair` runs prefill-ahead (off by default) so the tests cover it; `same` runs the defaults.
     pair = RelayConfig(large=tier("demo-large", "0"), small=tier("demo-small", "1"),
                        controller={"max_new_tokens_limit": 512, "prefill_ahead": True})
-    same = RelayConfig(large=tier("demo-small", "0"), small=tier("demo-small", "1", num_replicas=2),
-                       controller={"max_new_tokens_limit": 512})
+    same = RelayConfig(large=tier("demo-small", "0", num_replicas=2), small=tier("demo-small", "1", num_replicas=2),
+                       controller={"max_new_tokens_limit": 512, "num_replicas": 2})
+    telemetry = RelayConfig(large=tier("demo-small", "0"), small=tier("demo-small", "1"),
+                            controller={"max_new_tokens_limit": 512})
     started = time.perf_counter()
     serve.run_many([RunTarget(build_app(pair), name="pair", route_prefix="/pair"),
-                    RunTarget(build_app(same), name="same", route_prefix="/same")])
+                    RunTarget(build_app(same), name="same", route_prefix="/same"),
+                    RunTarget(build_app(telemetry), name="telemetry", route_prefix="/telemetry")])
     print(f"\nrelay applications ready in {time.perf_counter() - started:.0f} s")
     yield RelayServer(f"127.0.0.1:{grpc_port}", trace_file, f"http://127.0.0.1:{metrics_port}/metrics")
     serve.shutdown()

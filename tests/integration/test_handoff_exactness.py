@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from relay_ray.client import build_request
-from relay_ray.types import CALL_START, Tier
+from relay_ray.types import CALL_OPEN, Tier
 from relay_ray.v1 import common_pb2
 from tests.integration.tier_servers import tier_pair
 
@@ -104,7 +104,7 @@ def caller_tiers():
 def _relayllm_served(addresses: dict, prompts: list[str]) -> list:
     """(prompt ids as the large tier prepared them, RelayResult) per prompt, one by one."""
     from relay_ray.controller import RelayController, RelayResult
-    from relay_ray.engines.grpc_client import GrpcTierClient
+    from relay_ray.transport.grpc_client import GrpcTierClient
     from relay_ray.types import ChatMessage, PromptInput, RelayRequest
 
     async def go() -> list:
@@ -144,7 +144,7 @@ def test_relayllm_switches_and_equals_its_rules_over_one_torch_greedy_loop(calle
         assert result.text == tokenizer.decode(expected.token_ids, skip_special_tokens=True)
         assert result.stats.tokens_by_tier[Tier.LARGE] == expected.num_large_tokens
         assert result.stats.tokens_by_tier[Tier.SMALL] == expected.num_small_tokens
-        assert CALL_START not in result.text
+        assert CALL_OPEN not in result.text
         num_calls.append(expected.num_calls)
     switches = [r.stats.num_switches for _, r in served]
     print(f"relayllm: commands per request {num_calls}, switches {switches}")

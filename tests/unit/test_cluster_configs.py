@@ -67,9 +67,10 @@ def test_config_validates_and_builds_the_relay_it_describes(path):
     controller = deployments["RelayController"]
     assert controller.num_replicas == config.controller.num_replicas
     assert controller._deployment_config.max_ongoing_requests == config.controller.max_ongoing_requests
-    large_handle, small_handle, controller_args = controller._replica_config.init_args
+    assert controller._deployment_config.max_queued_requests == config.controller.max_queued_requests
+    large_handle, small_handle, relay_args = controller._replica_config.init_args
     assert (large_handle.deployment_name, small_handle.deployment_name) == ("LargeTier", "SmallTier")
-    assert controller_args == config.controller.model_dump(mode="json")
+    assert RelayConfig.model_validate(relay_args) == config
 
 
 def test_gpu_config_has_the_production_shape():
