@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from relay_ray.autoscale.policy import TierScalingParams
+from relay_ray.controller.limits import InputLimits
 from relay_ray.policies import REGISTRY
 from relay_ray.telemetry.tracing import TracingConfig
 from relay_ray.types import Tier
@@ -84,6 +85,8 @@ class TierConfig(_Strict):
     migration_limit: int = Field(
         3, ge=0, le=100, description="times one segment is re-run on a healthy replica of this tier after "
         "an infrastructure fault (replica or engine died, unreachable, stalled) before the request fails")
+    input_limits: InputLimits = Field(InputLimits(), description="bounds the replica checks segment jobs against "
+                                      "(the builder copies the controller's)")
 
     @model_validator(mode="after")
     def _check(self) -> TierConfig:
@@ -129,6 +132,10 @@ class ControllerConfig(_Strict):
                                        "segment; doubles with each further failure (max 4 s)")
     segment_stall_timeout_s: float = Field(120.0, gt=0, le=3600, description="a segment stream silent for this "
                                            "long counts as a dead replica (its segment is re-run elsewhere)")
+    input_limits: InputLimits = Field(InputLimits(), description="bounds on every client input")
+    tier_secret_env: str | None = Field(
+        None, description="grpc transport: environment variable holding the secret the standalone tier servers "
+        "expect (Serve-deployed tiers get the application's secret automatically)")
     large_endpoints: tuple[str, ...] = Field((), description="grpc transport: host:port of large tiers")
     small_endpoints: tuple[str, ...] = Field((), description="grpc transport: host:port of small tiers")
 
@@ -141,6 +148,17 @@ class ControllerConfig(_Strict):
         return self
 
 
+class AuthConfig(_Strict):
+    """Client authentication: where the valid bearer tokens are (never the tokens themselves)."""
+
+    tokens_file: str | None = Field(None, description="file with one token per line (re-read when it changes)")
+    tokens_env: str | None = Field(None, description="environment variable with comma-separated tokens")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.tokens_file or self.tokens_env)
+
+
 class RelayConfig(_Strict):
     """A relay deployment: two tiers and the controller in front of them."""
 
@@ -150,6 +168,7 @@ class RelayConfig(_Strict):
     small: TierConfig
     controller: ControllerConfig = ControllerConfig()
     tracing: TracingConfig = Field(TracingConfig(), description="OpenTelemetry exporter (set before Ray starts)")
+    auth: AuthConfig = Field(AuthConfig(), description="client authentication (off unless a token source is named)")
 
     def resolve_paths(self, base_dir: Path) -> RelayConfig:
         """Make relative local model/tokenizer paths absolute against ``base_dir``."""

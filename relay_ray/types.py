@@ -226,10 +226,17 @@ class ChatMessage:
 
 @dataclass(frozen=True, slots=True)
 class PromptInput:
-    """A prompt as plain text or as chat messages (rendered with the large tier's template)."""
+    """A prompt as plain text or as chat messages (rendered with the large tier's template).
+
+    ``special_tokens`` says what the tier does with control-token strings (its tokenizer's
+    special and added tokens, e.g. ``<|im_start|>``, ``<think>``) inside chat message content:
+    ``reject`` the prompt, ``escape`` them (tokenized as plain text) or ``allow`` them. Plain
+    text prompts are tokenized as given (the caller writes the whole context).
+    """
 
     text: str = ""
     messages: tuple[ChatMessage, ...] = ()
+    special_tokens: str = "reject"
 
 
 @dataclass(frozen=True, slots=True)

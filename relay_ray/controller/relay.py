@@ -12,14 +12,17 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import replace
 
 from relay_ray.controller.attempts import Deadline, call_with_retries
 from relay_ray.controller.events import RelayEvent, RelayResult
 from relay_ray.controller.observer import RelayObserver
 from relay_ray.controller.prefill_ahead import WarmTiming
 from relay_ray.controller.request_loop import RequestLoop, make_job
+from relay_ray.controller.resume import ResumeCodec, ResumeInput, request_digest
 from relay_ray.controller.tier_client import TierClient
 from relay_ray.controller.validate import ControllerLimits, check_prompt_fits, validate_request
+from relay_ray.errors import RelayInputError
 from relay_ray.state import RelayState
 from relay_ray.types import HandoffMode, RelayRequest, SegmentJob, Tier, TierInfo
 
@@ -36,8 +39,10 @@ class RelayController:
         limits: ControllerLimits | None = None,
         clock: Callable[[], float] = time.perf_counter,
         observer: RelayObserver | None = None,
+        resume_codec: ResumeCodec | None = None,
     ) -> None:
         self.tiers = dict(tiers)
+        self.resume_codec = resume_codec
         self.limits = limits or ControllerLimits()
         self.observer = observer or RelayObserver()
         self.clock = clock
@@ -57,9 +62,12 @@ class RelayController:
         same = infos[Tier.LARGE].tokenizer_fingerprint == infos[Tier.SMALL].tokenizer_fingerprint
         return HandoffMode.TOKEN_IDS if same else HandoffMode.TEXT
 
-    async def generate(self, request: RelayRequest, stream_text: bool = False,
-                       timeout_s: float | None = None) -> AsyncIterator[RelayEvent]:
+    async def generate(self, request: RelayRequest, stream_text: bool = False, timeout_s: float | None = None,
+                       resume: ResumeInput | None = None) -> AsyncIterator[RelayEvent]:
         """Run one request; yields segment events (and text deltas if asked), then the result.
+
+        With ``resume``, the request continues where the resume token says (see
+        :mod:`~relay_ray.controller.resume`); nothing the client already holds is sent again.
 
         Raises :class:`~relay_ray.errors.RelayInputError` before any generation for bad input,
         :class:`~relay_ray.errors.RelayDeadlineError` when ``timeout_s`` passes, and
@@ -68,7 +76,7 @@ class RelayController:
         """
         started = self.clock()
         deadline = Deadline(self.clock, timeout_s)
-        loop = await self._start(request, stream_text, deadline, started)
+        loop = await self._start(request, stream_text, deadline, started, resume)
         with self.observer.request(loop.state.request_id, request.policy) as observed:
             async for event in loop.events():
                 yield event
@@ -83,8 +91,8 @@ class RelayController:
                 return event
         raise AssertionError("unreachable: generate always ends with a RelayResult")
 
-    async def _start(self, request: RelayRequest, stream_text: bool, deadline: Deadline,
-                     started: float) -> RequestLoop:
+    async def _start(self, request: RelayRequest, stream_text: bool, deadline: Deadline, started: float,
+                     resume: ResumeInput | None = None) -> RequestLoop:
         """Validate, render and tokenize the prompt, and set up the request's loop."""
         policy = validate_request(request, self.limits)
         infos = await self.tier_infos(deadline)
@@ -100,7 +108,29 @@ class RelayController:
             tier=policy.initial_tier(),
             handoff=await self.handoff_mode(),
         )
-        return RequestLoop(self, request, policy, state, infos, stream_text, deadline, started)
+        digest = request_digest(replace(request, request_id=state.request_id), prepared.token_ids)
+        loop = RequestLoop(self, request, policy, state, infos, stream_text, deadline, started, digest)
+        if resume is not None:
+            self._resume(loop, resume, infos)
+        return loop
+
+    def _resume(self, loop: RequestLoop, resume: ResumeInput, infos: Mapping[Tier, TierInfo]) -> None:
+        if self.resume_codec is None:
+            raise RelayInputError("resume", "this server does not resume requests (no resume secret)")
+        if not loop.request.request_id:
+            raise RelayInputError("request_id", "a resumed request must carry the request_id of the original")
+        if resume.token:
+            state, elapsed_ms, migrations = self.resume_codec.restore(loop.state, resume, loop.request_digest)
+        else:  # broken before the first segment ended: the fresh state, plus the partial segment
+            state, elapsed_ms, migrations = loop.state, 0.0, 0
+        for name, ids, tier in (("resume.output_token_ids", resume.output_token_ids, Tier.LARGE),
+                                ("resume.partial_token_ids", resume.partial_token_ids, state.tier)):
+            vocab = infos[tier].vocab_size
+            if any(not 0 <= t < vocab for t in ids):
+                raise RelayInputError(name, f"token ids must be in [0, {vocab})")
+        if len(resume.partial_token_ids) > state.remaining_tokens:
+            raise RelayInputError("resume.partial_token_ids", "more tokens than the request has left")
+        loop.resume_from(state, elapsed_ms, migrations, resume.partial_token_ids, resume.partial_text)
 
     async def prefill(self, tier: Tier, job: SegmentJob) -> None:
         """Run a prefill-only job (prefill-ahead) and learn how long a warm-up takes."""

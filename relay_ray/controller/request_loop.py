@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from relay_ray.controller.attempts import Deadline, run_segment
@@ -60,8 +61,10 @@ class RequestLoop:
     """The relay loop of one request (see the module docstring)."""
 
     def __init__(self, controller: RelayController, request: RelayRequest, policy: Policy, state: RelayState,
-                 infos: Mapping[Tier, TierInfo], stream_text: bool, deadline: Deadline, started: float) -> None:
+                 infos: Mapping[Tier, TierInfo], stream_text: bool, deadline: Deadline, started: float,
+                 request_digest: str = "") -> None:
         self.ctl = controller
+        self.request_digest = request_digest
         self.request = request
         self.policy = policy
         self.state = state
@@ -76,6 +79,17 @@ class RequestLoop:
         self.num_migrations = 0
         self._background: set[asyncio.Task] = set()
         self._last_done = controller.clock()
+        self._partial: tuple[tuple[int, ...], str] = ((), "")  # a resumed segment's part the client holds
+
+    def resume_from(self, state: RelayState, elapsed_ms: float, num_migrations: int,
+                    partial_token_ids: tuple[int, ...], partial_text: str) -> None:
+        """Continue a request another controller replica started (controller/resume.py)."""
+        self.state = state
+        self.started -= elapsed_ms / 1000.0
+        self.num_migrations = num_migrations
+        self._partial = (tuple(partial_token_ids), partial_text)
+        if self.planner is not None:  # what the previous replica warmed is unknown: start afresh
+            self.planner = self._planner()
 
     def _planner(self) -> PrefillAheadPlanner | None:
         block_sizes = {tier: info.block_size for tier, info in self.infos.items()}
@@ -104,7 +118,10 @@ class RequestLoop:
         plan = policy.plan(self.state)
         job = make_job(self.state, plan, self.request, self.interval,
                        self.planner.stream_block(plan.tier.other) if self.planner else 0)
-        streamed = ""
+        partial_ids, streamed = self._partial  # only the first segment of a resumed request has some
+        self._partial = ((), "")
+        if partial_ids:
+            job = replace(job, resume_token_ids=partial_ids)
         with ctl.observer.segment(job, plan.tier, self.request.policy) as observed:
             if self.planner is not None and (job.segment_index == 0 or job.stream_block_tokens):
                 # The prompt (first segment) is worth warming on either tier: the idle one
@@ -119,21 +136,31 @@ class RequestLoop:
                     result = item  # always the last item
                     continue
                 received_ids = self._on_delta(item, job, plan.tier, received_ids)
-                if self.stream_text and item.text:
+                if self.stream_text and item.token_ids:
                     streamed += item.text
-                    yield TextDelta(job.segment_index, plan.tier, item.text)
+                    yield TextDelta(job.segment_index, plan.tier, item.text, item.token_ids)
             received = ctl.clock()
             self._account(plan.tier, job, result, (received - called) * 1000.0)
             record = _record(job, plan.tier, result, (received - called) * 1000.0,
                              (called - self._last_done) * 1000.0)
             self.state = policy.advance(self.state, plan, result, record)
             observed.finished(self.state.segments[-1])
+        record = self.state.segments[-1]
         if self.stream_text:
-            tail = _unsent_tail(self.state.segments[-1].text, streamed, job.segment_index)
+            # The tail carries no token ids: its last token may be the one that ended the
+            # segment, which a resumed segment must generate again to see its stop rule fire.
+            tail = _unsent_tail(record.text, streamed, job.segment_index)
             if tail:
                 yield TextDelta(job.segment_index, plan.tier, tail)
-        yield SegmentFinished(self.state.segments[-1])
+        yield SegmentFinished(record, self._resume_token(), result.token_ids[:record.num_tokens])
         self._last_done = ctl.clock()
+
+    def _resume_token(self) -> bytes:
+        codec = self.ctl.resume_codec
+        if codec is None or not self.stream_text:
+            return b""
+        elapsed_ms = (self.ctl.clock() - self.started) * 1000.0
+        return codec.encode(self.state, self.request_digest, elapsed_ms, self.num_migrations)
 
     def _on_failure(self, tier: Tier, observed: SegmentObservation) -> Callable[[TierUnavailableError, int], None]:
         def note(error: TierUnavailableError, failure: int) -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import os
 import time
 import uuid
@@ -20,6 +18,7 @@ from dataclasses import replace
 from relay_ray.config import TierConfig
 from relay_ray.engines.detok import IncrementalDecoder
 from relay_ray.engines.lifecycle import bind_to_replica
+from relay_ray.engines.prompts import guard_control_tokens, model_display_name, tokenizer_fingerprint
 from relay_ray.engines.segment_run import SegmentRun, TokenOutput
 from relay_ray.errors import FailureCause, RelayInputError, TierUnavailableError
 from relay_ray.types import (
@@ -33,15 +32,6 @@ from relay_ray.types import (
     Tier,
     TierInfo,
 )
-
-
-def tokenizer_fingerprint(tokenizer) -> str:
-    """Identical for tokenizers that map every string to the same ids."""
-    payload = json.dumps(
-        {"vocab": tokenizer.get_vocab(), "special": sorted(map(str, tokenizer.all_special_tokens))},
-        sort_keys=True,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def apply_cpu_env(config: TierConfig) -> None:
@@ -75,6 +65,7 @@ class VllmTierEngine:
         self.engine = None
         self.tokenizer = None
         self._info: TierInfo | None = None
+        self._controls: tuple[str, ...] | None = None
 
     async def start(self) -> None:
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -105,7 +96,7 @@ class VllmTierEngine:
         eos = self.tokenizer.eos_token_id
         self._info = TierInfo(
             tier=self.tier,
-            model=cfg.model,
+            model=model_display_name(cfg.model),
             tokenizer_fingerprint=tokenizer_fingerprint(self.tokenizer),
             vocab_size=self.engine.model_config.get_vocab_size(),
             max_model_len=cfg.max_model_len,
@@ -135,7 +126,9 @@ class VllmTierEngine:
     def prepare(self, prompt: PromptInput) -> PreparedPrompt:
         """Render chat messages with this model's template, then tokenize."""
         if prompt.messages:
-            messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
+            messages = [{"role": m.role, "content": guard_control_tokens(m.content, self._control_tokens(),
+                                                                         prompt.special_tokens, i)}
+                        for i, m in enumerate(prompt.messages)]
             try:
                 text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
             except Exception as exc:  # template errors are the caller's input problem
@@ -145,6 +138,12 @@ class VllmTierEngine:
             text = prompt.text
             ids = self.tokenizer.encode(text)
         return PreparedPrompt(token_ids=tuple(ids), text=text)
+
+    def _control_tokens(self) -> tuple[str, ...]:
+        if self._controls is None:
+            added = getattr(self.tokenizer, "get_added_vocab", dict)()
+            self._controls = tuple(sorted({*self.tokenizer.all_special_tokens, *added}, key=len, reverse=True))
+        return self._controls
 
     def _sampling_params(self, job: SegmentJob, max_tokens: int):
         from vllm import SamplingParams

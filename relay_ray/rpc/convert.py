@@ -7,6 +7,7 @@ import uuid
 from google.protobuf.message import Message
 
 from relay_ray.controller.events import RelayResult, SegmentFinished, TextDelta
+from relay_ray.controller.resume import ResumeInput
 from relay_ray.errors import RelayInputError
 from relay_ray.types import (
     ChatMessage,
@@ -68,9 +69,10 @@ def _set_fields(msg: Message) -> dict:
 
 def prompt_from_pb(msg: Message) -> PromptInput:
     which = msg.WhichOneof("prompt")
+    mode = {"special_tokens": msg.special_tokens} if getattr(msg, "special_tokens", "") else {}
     if which == "chat":
-        return PromptInput(messages=tuple(ChatMessage(m.role, m.content) for m in msg.chat.messages))
-    return PromptInput(text=msg.text if which == "text" else "")
+        return PromptInput(messages=tuple(ChatMessage(m.role, m.content) for m in msg.chat.messages), **mode)
+    return PromptInput(text=msg.text if which == "text" else "", **mode)
 
 
 def prompt_to_pb(prompt: PromptInput, msg: Message) -> Message:
@@ -78,6 +80,8 @@ def prompt_to_pb(prompt: PromptInput, msg: Message) -> Message:
         msg.chat.messages.extend(rpb.ChatMessage(role=m.role, content=m.content) for m in prompt.messages)
     else:
         msg.text = prompt.text
+    if hasattr(msg, "special_tokens"):
+        msg.special_tokens = prompt.special_tokens
     return msg
 
 
@@ -171,11 +175,25 @@ def result_to_pb(result: RelayResult) -> rpb.GenerateResponse:
 
 def event_to_pb(request_id: str, event) -> rpb.GenerateStreamResponse:
     if isinstance(event, TextDelta):
-        delta = rpb.TextDelta(segment_index=event.segment_index, tier=tier_to_pb(event.tier), text=event.text)
+        delta = rpb.TextDelta(segment_index=event.segment_index, tier=tier_to_pb(event.tier), text=event.text,
+                              token_ids=list(event.token_ids))
         return rpb.GenerateStreamResponse(request_id=request_id, delta=delta)
     if isinstance(event, SegmentFinished):
-        return rpb.GenerateStreamResponse(request_id=request_id, segment_end=segment_record_to_pb(event.record))
+        info = segment_record_to_pb(event.record)
+        info.token_ids.extend(event.token_ids)
+        return rpb.GenerateStreamResponse(request_id=request_id, segment_end=info, resume_token=event.resume_token)
     return rpb.GenerateStreamResponse(request_id=event.request_id, final=result_to_pb(event))
+
+
+def resume_from_pb(msg: rpb.GenerateRequest) -> ResumeInput | None:
+    """The request's resume fields, or None for a fresh request."""
+    if not msg.HasField("resume"):
+        return None
+    r = msg.resume
+    if not r.token and (r.output_token_ids or r.output_text):
+        raise RelayInputError("resume.token", "committed output can only be resumed with the token that came with it")
+    return ResumeInput(bytes(r.token), tuple(r.output_token_ids), r.output_text, tuple(r.partial_token_ids),
+                       r.partial_text)
 
 
 # ---- segment service ---------------------------------------------------------------

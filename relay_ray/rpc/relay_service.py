@@ -16,7 +16,8 @@ import logging
 from collections.abc import AsyncIterator
 
 from relay_ray.controller import RelayController
-from relay_ray.rpc.convert import event_to_pb, request_from_pb, result_to_pb
+from relay_ray.rpc.auth import TokenAuthenticator
+from relay_ray.rpc.convert import event_to_pb, request_from_pb, result_to_pb, resume_from_pb
 from relay_ray.rpc.status import is_bug, status_for
 from relay_ray.v1 import relay_pb2 as rpb
 
@@ -57,11 +58,17 @@ def _fail(context, request_id: str, exc: BaseException) -> RelayStatusError:
     return RelayStatusError(message)
 
 
+def _authenticate(authenticator: TokenAuthenticator | None, context) -> None:
+    if authenticator is not None:
+        authenticator.check(context.invocation_metadata() if context is not None else ())
+
+
 async def generate(controller: RelayController, msg: rpb.GenerateRequest, default_policy: str,
-                   context=None) -> rpb.GenerateResponse:
+                   context=None, authenticator: TokenAuthenticator | None = None) -> rpb.GenerateResponse:
     """Unary Generate: run the relay to the end."""
     request_id = msg.request_id
     try:
+        _authenticate(authenticator, context)
         request = request_from_pb(msg, default_policy)
         request_id = request.request_id
         return result_to_pb(await controller.run(request, timeout_s=timeout_s(context)))
@@ -70,13 +77,17 @@ async def generate(controller: RelayController, msg: rpb.GenerateRequest, defaul
 
 
 async def generate_stream(controller: RelayController, msg: rpb.GenerateRequest, default_policy: str,
-                          context=None) -> AsyncIterator[rpb.GenerateStreamResponse]:
+                          context=None, authenticator: TokenAuthenticator | None = None,
+                          ) -> AsyncIterator[rpb.GenerateStreamResponse]:
     """Streaming Generate: text deltas, one segment_end per segment, then the final response."""
     request_id = msg.request_id
     try:
+        _authenticate(authenticator, context)
         request = request_from_pb(msg, default_policy)
         request_id = request.request_id  # generated when the client sent none
-        async for event in controller.generate(request, stream_text=True, timeout_s=timeout_s(context)):
+        resume = resume_from_pb(msg)
+        async for event in controller.generate(request, stream_text=True, timeout_s=timeout_s(context),
+                                               resume=resume):
             yield event_to_pb(request_id, event)
     except Exception as exc:
         raise _fail(context, request_id, exc) from None

@@ -12,6 +12,7 @@ import asyncio
 import grpc
 
 from relay_ray.errors import RelayDeadlineError, RelayInputError, RelayOverloadedError, TierUnavailableError
+from relay_ray.rpc.auth import RelayUnauthenticatedError
 
 
 def status_for(exc: BaseException, request_id: str = "") -> tuple[grpc.StatusCode, str]:
@@ -19,6 +20,8 @@ def status_for(exc: BaseException, request_id: str = "") -> tuple[grpc.StatusCod
     ref = f" (request {request_id})" if request_id else ""
     if isinstance(exc, RelayInputError):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    if isinstance(exc, RelayUnauthenticatedError):
+        return grpc.StatusCode.UNAUTHENTICATED, str(exc)
     if isinstance(exc, RelayOverloadedError):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, f"the relay is at its admission limit; retry later{ref}"
     if isinstance(exc, TierUnavailableError):

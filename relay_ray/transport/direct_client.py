@@ -21,6 +21,8 @@ from relay_ray.transport.errors import from_grpc
 from relay_ray.transport.grpc_client import call_timeout_s
 from relay_ray.transport.handle_client import HandleTierClient
 from relay_ray.rpc import convert
+from relay_ray.rpc.auth import TierSecret
+from relay_ray.rpc.segment_server import MESSAGE_LIMITS
 from relay_ray.types import PreparedPrompt, PromptInput, SegmentDelta, SegmentJob, SegmentResult, TierInfo
 from relay_ray.v1 import segment_pb2_grpc as spb_grpc
 
@@ -36,9 +38,11 @@ def _trace_metadata() -> tuple[tuple[str, str], ...]:
 
 
 class DirectTierClient:
-    def __init__(self, handle_client: HandleTierClient, timeout_s: float | None = None) -> None:
+    def __init__(self, handle_client: HandleTierClient, timeout_s: float | None = None,
+                 secret: TierSecret | None = None) -> None:
         self._handle = handle_client
         self.timeout_s = timeout_s
+        self._secret_metadata = secret.metadata() if secret else ()
         self._routes: OrderedDict[str, str] = OrderedDict()
         self._stubs: dict[str, spb_grpc.SegmentServiceStub] = {}
 
@@ -51,7 +55,7 @@ class DirectTierClient:
     def _stub(self, endpoint: str) -> spb_grpc.SegmentServiceStub:
         stub = self._stubs.get(endpoint)
         if stub is None:  # channels bind to the running event loop: create lazily
-            stub = spb_grpc.SegmentServiceStub(grpc.aio.insecure_channel(endpoint))
+            stub = spb_grpc.SegmentServiceStub(grpc.aio.insecure_channel(endpoint, options=list(MESSAGE_LIMITS)))
             self._stubs[endpoint] = stub
         return stub
 
@@ -69,7 +73,8 @@ class DirectTierClient:
         endpoint = self._routes.get(job.request_id)
         if endpoint is not None:
             started = False
-            call = self._stub(endpoint).RunSegment(convert.job_to_pb(job), metadata=_trace_metadata(),
+            call = self._stub(endpoint).RunSegment(convert.job_to_pb(job),
+                                                   metadata=_trace_metadata() + self._secret_metadata,
                                                    timeout=call_timeout_s(job, self.timeout_s))
             try:
                 async for update in call:

@@ -14,6 +14,8 @@ import grpc
 
 from relay_ray.errors import TierUnavailableError
 from relay_ray.rpc import convert
+from relay_ray.rpc.auth import TierSecret
+from relay_ray.rpc.segment_server import MESSAGE_LIMITS
 from relay_ray.transport.errors import from_grpc
 from relay_ray.types import PreparedPrompt, PromptInput, SegmentDelta, SegmentJob, SegmentResult, TierInfo
 from relay_ray.v1 import segment_pb2 as spb
@@ -29,17 +31,18 @@ def call_timeout_s(job: SegmentJob, default_s: float | None) -> float | None:
 
 
 class GrpcTierClient:
-    def __init__(self, endpoints: Sequence[str], timeout_s: float | None = None) -> None:
+    def __init__(self, endpoints: Sequence[str], timeout_s: float | None = None,
+                 secret: TierSecret | None = None) -> None:
         if not endpoints:
             raise ValueError("GrpcTierClient needs at least one endpoint")
         self.endpoints = tuple(endpoints)
         self.timeout_s = timeout_s
+        self._metadata = secret.metadata() if secret else ()
         self._stubs = None
 
     def _all_stubs(self) -> list:
         if self._stubs is None:  # channels bind to the running event loop: create lazily
-            opts = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
-            self._stubs = [spb_grpc.SegmentServiceStub(grpc.aio.insecure_channel(e, options=opts))
+            self._stubs = [spb_grpc.SegmentServiceStub(grpc.aio.insecure_channel(e, options=list(MESSAGE_LIMITS)))
                            for e in self.endpoints]
         return self._stubs
 
@@ -59,7 +62,7 @@ class GrpcTierClient:
         last = None
         for stub in self._ordered(key):
             try:
-                return await getattr(stub, method)(msg, timeout=self.timeout_s or 60.0)
+                return await getattr(stub, method)(msg, timeout=self.timeout_s or 60.0, metadata=self._metadata)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in _RETRYABLE:
                     raise from_grpc(exc, method) from None
@@ -71,7 +74,7 @@ class GrpcTierClient:
         last = None
         for stub in self._ordered(job.request_id):
             started = False
-            call = stub.RunSegment(msg, timeout=call_timeout_s(job, self.timeout_s))
+            call = stub.RunSegment(msg, timeout=call_timeout_s(job, self.timeout_s), metadata=self._metadata)
             try:
                 async for update in call:
                     started = True

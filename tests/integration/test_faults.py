@@ -8,8 +8,10 @@ pids Ray reports for them; waits until every replica is back before it ends.
 
 from __future__ import annotations
 
+import os
 import random
 import re
+import signal
 import threading
 import time
 import urllib.request
@@ -17,7 +19,7 @@ import urllib.request
 import pytest
 
 from relay_ray.client import RelayClient, build_request
-from tests.integration.faults import engines_by_parent, kill, replica_pids, wait_for_replicas
+from relay_ray.serve.replicas import engines_by_parent, orphaned_engine_processes, replica_pids, wait_for_replicas
 
 pytestmark = pytest.mark.integration
 APP = "same"
@@ -83,7 +85,7 @@ def test_killed_tier_replicas_lose_no_request(relay_server, references):
             tier = TIERS[n % 2]
             pids = wait_for_replicas(APP, tier, 2)  # the previous kill of this tier has recovered
             victim = rng.choice(pids)
-            kill(victim)
+            os.kill(victim, signal.SIGKILL)  # a replica this session started, by its pid
             killed.append((tier, victim))
         time.sleep(3.0)  # requests in flight at the last kill finish
     finally:
@@ -110,7 +112,7 @@ def test_killed_tier_replicas_lose_no_request(relay_server, references):
         engines = engines_by_parent()
         replicas = {pid for pids in live.values() for pid in pids}
         ok = all(engines.get(pid) == 1 for pid in replicas) and set(engines) <= set(
-            replica_pids_everywhere())
+            replica_pids_everywhere()) and not orphaned_engine_processes()
         if ok or time.monotonic() > deadline:
             break
         time.sleep(1)
@@ -118,5 +120,44 @@ def test_killed_tier_replicas_lose_no_request(relay_server, references):
 
 
 def replica_pids_everywhere() -> set[int]:
-    apps = ("pair", "same", "telemetry")
+    apps = ("pair", "same", "edge")
     return {pid for app in apps for tier in TIERS for pid in replica_pids(app, tier)}
+
+
+def test_killed_controller_replicas_lose_no_request(relay_server, references):
+    """RelayClient resumes a broken stream on the other controller replica."""
+    rng = random.Random(12)
+    stop = threading.Event()
+    outcomes, errors, resumes = [], [], []
+
+    def client_loop(k: int) -> None:
+        with relay_server.client(APP) as client:
+            for i in range(60):
+                if stop.is_set():
+                    break
+                prompt, policy, params = WORK[(k * 5 + i) % len(WORK)]
+                try:
+                    final, deltas = _stream(client, prompt, policy, params)
+                    outcomes.append((prompt, policy, final.text, deltas))
+                except Exception as exc:
+                    errors.append(f"{policy}: {getattr(exc, 'code', lambda: '')()} {getattr(exc, 'details', str)()}")
+            resumes.append(client.num_resumes)
+
+    threads = [threading.Thread(target=client_loop, args=(k,)) for k in range(NUM_CLIENTS)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(3):
+            time.sleep(rng.uniform(2.0, 4.0))
+            victim = rng.choice(wait_for_replicas(APP, "RelayController", 2))
+            os.kill(victim, signal.SIGKILL)  # a replica this session started, by its pid
+        time.sleep(3.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=300)
+    assert errors == []
+    assert sum(resumes) > 0  # streams really broke and were resumed
+    for prompt, policy, text, deltas in outcomes:
+        assert text == references[(prompt, policy)] and deltas == text, (prompt, policy)
+    assert len(wait_for_replicas(APP, "RelayController", 2)) == 2

@@ -63,7 +63,7 @@ def test_one_trace_from_the_client_through_controller_to_tiers(relay_server, pai
     assert len({s["pid"] for s in spans}) >= 3  # proxy/controller/tier processes in one trace
 
 
-APP = "telemetry"  # this application serves only the metrics test: no other test moves its counters
+APP = "edge"  # no other test moves its counters of policy rstitch (conftest)
 
 
 def _scrape(url: str, application: str = APP) -> dict[tuple[str, str], float]:

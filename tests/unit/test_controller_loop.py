@@ -10,6 +10,7 @@ import pytest
 
 from relay_ray.controller import ControllerLimits, RelayController, RelayResult, SegmentFinished, TextDelta
 from relay_ray.controller.attempts import RetryPolicy
+from relay_ray.controller.limits import InputLimits
 from relay_ray.errors import FailureCause, RelayDeadlineError, TierUnavailableError
 from relay_ray.types import FinishReason, PromptInput, RelayRequest, SegmentDelta, SegmentJob, Tier
 from tests.unit.fakes import EOS, ScriptedTier
@@ -94,7 +95,7 @@ def deltas_by_segment(events) -> dict[int, str]:
 
 def test_max_segments_stops_the_request():
     large, small = scripted()
-    ctl = controller(large, small, max_segments=3)
+    ctl = controller(large, small, max_segments=3, input=InputLimits(min_fixed_segment_tokens=1))
     result, _ = run(ctl, "fixed-ratio", {"large_tokens": 1, "small_tokens": 1})
     assert result.stats.finish_reason is FinishReason.MAX_SEGMENTS and result.stats.num_segments == 3
 
