@@ -37,11 +37,22 @@ def _policy_fields() -> dict[str, tuple[set[str], object]]:
 
 
 def _add_policy_args(parser: argparse.ArgumentParser) -> None:
+    """``--policy`` and one flag per policy parameter; sequence-typed parameters (``tuple[str,
+    ...]``, ``list[...]``, optionally ``| None``) take one or more values."""
+    import types
+    import typing
+
+    def takes_many(annotation) -> bool:
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(annotation) if a is not type(None)]
+            return len(members) == 1 and takes_many(members[0])
+        return typing.get_origin(annotation) in (tuple, list, set, frozenset)
+
     parser.add_argument("--policy", default="", choices=sorted(REGISTRY),
                         help="relay policy (default: the server's default)")
     group = parser.add_argument_group("policy parameters (each applies to the policies listed)")
     for field_name, (policies, info) in sorted(_policy_fields().items()):
-        many = "tuple" in str(info.annotation)
+        many = takes_many(info.annotation)
         group.add_argument(
             f"--{field_name.replace('_', '-')}", dest=f"param_{field_name}", nargs="+" if many else None,
             metavar="V", help=f"{info.description or field_name} [{', '.join(sorted(policies))}]",

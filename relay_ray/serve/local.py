@@ -11,7 +11,6 @@ import yaml
 from relay_ray.config import RelayConfig
 from relay_ray.errors import RelayInputError
 
-DEFAULT_CONFIG = Path("cluster/serve-local.yaml")
 # Every process started below a local session inherits this marker, so that engine
 # processes orphaned by a killed replica (vLLM's EngineCore survives a SIGKILLed parent)
 # can be found and stopped when the session ends.

@@ -13,7 +13,7 @@ from relay_ray.transport.grpc_client import GrpcTierClient
 from relay_ray.errors import TierUnavailableError
 from relay_ray.types import PromptInput, RelayRequest, Tier
 from tests.integration.conftest import MODELS
-from tests.integration.tier_servers import start_tier, stop_tier
+from tests.integration.tier_servers import start_tier, stop_tier, tier_pair
 
 pytestmark = pytest.mark.integration
 PROMPT = "So we add 12 and 30, so the sum is 42. Therefore"
@@ -21,16 +21,8 @@ PROMPT = "So we add 12 and 30, so the sum is 42. Therefore"
 
 @pytest.fixture(scope="module")
 def tier_servers():
-    procs = []
-    try:
-        large, large_addr = start_tier(MODELS / "demo-large", "large", "0")
-        procs.append(large)
-        small, small_addr = start_tier(MODELS / "demo-small", "small", "1")
-        procs.append(small)
-        yield large_addr, small_addr
-    finally:
-        for proc in procs:
-            stop_tier(proc)
+    with tier_pair(MODELS / "demo-large", MODELS / "demo-small") as addresses:
+        yield addresses[Tier.LARGE], addresses[Tier.SMALL]
 
 
 def _relay(tiers: dict, policy: str, params: dict) -> RelayResult:

@@ -18,7 +18,7 @@ from relay_ray.transport.grpc_client import GrpcTierClient
 from relay_ray.quality.extract import extract, parse_format
 from relay_ray.tasks.splits import eval_splits
 from relay_ray.types import ChatMessage, PromptInput, RelayRequest, Tier
-from tests.integration.tier_servers import start_tier, stop_tier
+from tests.integration.tier_servers import start_tier, stop_tier, tier_pair
 
 pytestmark = pytest.mark.integration
 MODELS = Path(__file__).resolve().parents[2] / "demo-models"
@@ -45,16 +45,8 @@ def _relay(addresses: dict[Tier, str], prompts: list[str], policy: str,
 def trained_tiers():
     if not (MODELS / "arith-large" / "config.json").exists():
         pytest.fail("demo-models/ is missing the trained models (they are committed; see docs/quality.md)")
-    procs = []
-    try:
-        large, large_addr = start_tier(MODELS / "arith-large", "large", "0")
-        procs.append(large)
-        caller, caller_addr = start_tier(MODELS / "arith-caller", "small", "1")
-        procs.append(caller)
-        yield {Tier.LARGE: large_addr, Tier.SMALL: caller_addr}
-    finally:
-        for proc in procs:
-            stop_tier(proc)
+    with tier_pair(MODELS / "arith-large", MODELS / "arith-caller") as addresses:
+        yield addresses
 
 
 def test_large_model_solves_test_problems(trained_tiers):

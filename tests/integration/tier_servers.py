@@ -5,7 +5,11 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from relay_ray.types import Tier
 
 
 def start_tier(model: Path, tier: str, bind: str) -> tuple[subprocess.Popen, str]:
@@ -35,3 +39,19 @@ def stop_tier(proc: subprocess.Popen) -> None:
         for child in children:
             if child.is_running():
                 child.kill()
+
+
+@contextmanager
+def tier_pair(large_model: Path, small_model: Path) -> Iterator[dict[Tier, str]]:
+    """A large tier server on core 0 and a small one on core 1: their addresses by tier,
+    both stopped on exit (also when the second one fails to start)."""
+    procs = []
+    try:
+        large, large_addr = start_tier(large_model, "large", "0")
+        procs.append(large)
+        small, small_addr = start_tier(small_model, "small", "1")
+        procs.append(small)
+        yield {Tier.LARGE: large_addr, Tier.SMALL: small_addr}
+    finally:
+        for proc in procs:
+            stop_tier(proc)
