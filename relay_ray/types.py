@@ -211,10 +211,12 @@ class ChatMessage:
 
 @dataclass(frozen=True, slots=True)
 class PromptInput:
-    """A prompt as plain text or as chat messages (rendered with the large tier's template)."""
+    """A prompt as plain text, as chat messages (rendered with the large tier's template) or
+    as token ids of the large tier's tokenizer (used as they are)."""
 
     text: str = ""
     messages: tuple[ChatMessage, ...] = ()
+    token_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

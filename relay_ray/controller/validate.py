@@ -31,9 +31,11 @@ class ControllerLimits:
 def validate_request(request: RelayRequest, limits: ControllerLimits) -> Policy:
     """Check a request before any tier is called; return its policy, ready to run."""
     prompt = request.prompt
-    if prompt.text and prompt.messages:
-        raise RelayInputError("prompt", "give either text or messages, not both")
-    if prompt.messages:
+    if sum(map(bool, (prompt.text, prompt.messages, prompt.token_ids))) > 1:
+        raise RelayInputError("prompt", "give one of text, messages or token_ids, not several")
+    if prompt.token_ids:
+        size = len(prompt.token_ids)  # the tier checks the ids, the context check their number
+    elif prompt.messages:
         for i, msg in enumerate(prompt.messages):
             if msg.role not in CHAT_ROLES:
                 raise RelayInputError(

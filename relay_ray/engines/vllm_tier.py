@@ -117,7 +117,13 @@ class VllmTierEngine:
         return self._info
 
     def prepare(self, prompt: PromptInput) -> PreparedPrompt:
-        """Render chat messages with this model's template, then tokenize."""
+        """Render chat messages with this model's template, then tokenize (token ids are
+        checked against the vocabulary and decoded for text handoffs)."""
+        if prompt.token_ids:
+            vocab_size = self._info.vocab_size
+            if not all(0 <= i < vocab_size for i in prompt.token_ids):
+                raise RelayInputError("prompt.token_ids", f"every id must be in [0, {vocab_size})")
+            return PreparedPrompt(token_ids=prompt.token_ids, text=self.tokenizer.decode(prompt.token_ids))
         if prompt.messages:
             messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
             try:
