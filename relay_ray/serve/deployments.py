@@ -19,6 +19,7 @@ from relay_ray.engines.grpc_client import GrpcTierClient
 from relay_ray.engines.handle_client import HandleTierClient
 from relay_ray.engines.vllm_tier import VllmTierEngine
 from relay_ray.rpc import relay_service
+from relay_ray.rpc.openai_http import OpenAIEdge
 from relay_ray.telemetry.metrics import RayMetrics
 from relay_ray.telemetry.observer import TelemetryObserver
 from relay_ray.types import PreparedPrompt, PromptInput, RelayRequest, SegmentJob, SegmentResult, Tier, TierInfo
@@ -101,7 +102,7 @@ class TierServer:
 
 
 class RelayIngress:
-    """The controller deployment: implements RelayService on Serve's gRPC proxy.
+    """The controller deployment: RelayService on Serve's gRPC proxy, the OpenAI API on its HTTP proxy.
 
     Stateless between requests, so it scales to any number of replicas.
     """
@@ -122,6 +123,7 @@ class RelayIngress:
         self.telemetry = TelemetryObserver(RayMetrics())
         self.controller = RelayController(tiers, limits, observer=self.telemetry)
         self.default_policy = cfg.default_policy
+        self.openai = OpenAIEdge(self.controller, cfg.default_policy)
 
     def record_autoscaling_stats(self) -> dict[str, float]:
         """Switch-rate telemetry: tokens demanded per tier and switches, per second."""
@@ -136,6 +138,10 @@ class RelayIngress:
             self.controller, request, self.default_policy, grpc_context
         ):
             yield message
+
+    async def __call__(self, request):
+        """Every HTTP request on Serve's HTTP proxy: the OpenAI-compatible API."""
+        return await self.openai.handle(request)
 
     async def relay(self, request: RelayRequest) -> RelayResult:
         """Python entry point for handle callers (tests, batch jobs)."""
