@@ -15,6 +15,9 @@ class RelayInputError(RelayError, ValueError):
         self.field = field
         self.message = message
 
+    def __reduce__(self):  # picklable, so it crosses Serve handles (a tier's prepare) as itself
+        return type(self), (self.field, self.message)
+
 
 class TierUnavailableError(RelayError):
     """A tier could not run a segment (replica died, transport failed)."""

@@ -65,12 +65,12 @@ def method_not_allowed(method: str, path: str) -> OpenAIError:
 
 
 @functools.cache
-def _serve_errors() -> tuple[tuple[type, ...], tuple[type, ...]]:
-    """(overload errors, unavailable errors) of Ray Serve, imported once, lazily."""
-    from ray.exceptions import RayActorError
+def _ray_errors() -> tuple[type, tuple[type, ...], tuple[type, ...]]:
+    """(task error wrapper, overload errors, unavailable errors) of Ray, imported once, lazily."""
+    from ray.exceptions import RayActorError, RayTaskError
     from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
-    return (BackPressureError,), (DeploymentUnavailableError, RayActorError)
+    return RayTaskError, (BackPressureError,), (DeploymentUnavailableError, RayActorError)
 
 
 def error_for(exc: BaseException, param_of: Callable[[str], str], request_id: str = "") -> OpenAIError:
@@ -80,16 +80,18 @@ def error_for(exc: BaseException, param_of: Callable[[str], str], request_id: st
     field the client sent (``max_tokens``, ``relay.params.tau``). Internal errors are
     logged with the request id and answered without their text.
     """
+    task_error, overload, unavailable = _ray_errors()
+    while isinstance(exc, task_error) and getattr(exc, "cause", None) is not None:
+        exc = exc.cause  # raised in another process (a tier's prepare): Ray cannot always subclass it
     if isinstance(exc, OpenAIError):
         return exc
-    if isinstance(exc, RelayInputError):  # also when it crossed a Serve handle (RayTaskError)
+    if isinstance(exc, RelayInputError):
         return bad_request(param_of(exc.field), exc.message)
-    overload, unavailable = _serve_errors()
     if isinstance(exc, overload):
         retry = getattr(exc, "retry_after_s", None)
         return OpenAIError(429, "the relay is overloaded; retry later", "rate_limit_error",
                            code="rate_limit_exceeded", retry_after_s=max(1, round(retry or RETRY_AFTER_S)))
-    if isinstance(exc, (TierUnavailableError, *unavailable)):
+    if isinstance(exc, (TierUnavailableError, ConnectionError, *unavailable)):
         logger.warning("request %s: tier unavailable: %s", request_id, exc)
         return OpenAIError(503, "a model tier is unavailable; retry later", "service_unavailable_error",
                            code="service_unavailable", retry_after_s=RETRY_AFTER_S)

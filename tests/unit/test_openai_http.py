@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx2
 import openai
@@ -342,3 +343,31 @@ def test_seed_and_sampling_reach_the_relay_request():
     assert request.policy == "relaygen" and request.policy_params == {"cues": ["So"]}
     assert request.sampling == Sampling(temperature=0.5, top_p=0.9, seed=7) and request.max_new_tokens == 12
     assert [(m.role, m.content) for m in request.prompt.messages] == [("system", "be brief"), ("user", "hi")]
+
+
+def test_demo_prints_a_curl_line_for_the_served_config():
+    import json
+    import shlex
+
+    from relay_ray.cli import _curl_line
+    from relay_ray.serve.local import load_serve_file
+
+    root = Path(__file__).resolve().parents[2]
+    line = _curl_line(load_serve_file(root / "cluster/serve-local.yaml"), "rstitch", 64)
+    args = shlex.split(line)
+    assert args[:2] == ["curl", "http://127.0.0.1:8000/v1/chat/completions"]
+    body = json.loads(args[args.index("-d") + 1])
+    assert body["model"] == "relay-rstitch" and body["relay"] == {"params": {"tau": 0.12}}
+
+
+def test_input_errors_of_other_processes_are_400():
+    import pickle
+
+    from ray.exceptions import RayTaskError
+
+    error = pickle.loads(pickle.dumps(RelayInputError("prompt.token_ids", "out of the vocabulary")))
+    assert (error.field, error.message) == ("prompt.token_ids", "out of the vocabulary")
+    wrapped = RayTaskError("prepare", "traceback", error)  # as a Serve handle raises it
+    answer = openai_errors.error_for(wrapped, lambda field: "prompt")
+    assert (answer.status, answer.param) == (400, "prompt")
+    assert openai_errors.error_for(RayTaskError("f", "tb", ConnectionError("x")), str).status == 503
