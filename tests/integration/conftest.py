@@ -36,6 +36,7 @@ class RelayServer:
     address: str
     trace_file: Path
     metrics_url: str
+    http_url: str  # Serve's HTTP proxy: application ``x`` serves the OpenAI API under {http_url}/x/v1
 
     def client(self, app: str):
         from relay_ray.client import RelayClient
@@ -61,10 +62,10 @@ def relay_server(tmp_path_factory):
     from relay_ray.serve.local import mark_session, reap_session
 
     mark_session()
-    grpc_port, metrics_port = free_port(), free_port()
+    grpc_port, metrics_port, http_port = free_port(), free_port(), free_port()
     ray.init(include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port)
     serve.start(
-        http_options={"host": "127.0.0.1", "port": free_port()},
+        http_options={"host": "127.0.0.1", "port": http_port},
         grpc_options={"port": grpc_port, "grpc_servicer_functions": list(SERVICER_FUNCTIONS),
                       "enable_reflection": True},
     )
@@ -77,7 +78,8 @@ def relay_server(tmp_path_factory):
     serve.run_many([RunTarget(build_app(pair), name="pair", route_prefix="/pair"),
                     RunTarget(build_app(same), name="same", route_prefix="/same")])
     print(f"\nrelay applications ready in {time.perf_counter() - started:.0f} s")
-    yield RelayServer(f"127.0.0.1:{grpc_port}", trace_file, f"http://127.0.0.1:{metrics_port}/metrics")
+    yield RelayServer(f"127.0.0.1:{grpc_port}", trace_file, f"http://127.0.0.1:{metrics_port}/metrics",
+                      f"http://127.0.0.1:{http_port}")
     serve.shutdown()
     ray.shutdown()
     reap_session()
@@ -93,3 +95,35 @@ def pair_client(relay_server):
 def same_client(relay_server):
     with relay_server.client("same") as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def overload_apps(relay_server):
+    """Two engine-free ingress-only applications for the overload and outage statuses:
+
+    - ``limited``: a RelayController over ``pair``'s tiers admitting one request at a time
+      and queueing one (Serve's ``max_queued_requests``; HTTP rejections 429 + Retry-After);
+    - ``down``: a RelayController whose tiers are gRPC endpoints nobody listens on.
+    Deployed on first use only; returns their route prefixes.
+    """
+    from ray import serve
+
+    from relay_ray.config import ControllerConfig
+    from relay_ray.serve.builder import CONTROLLER_DEPLOYMENT_NAME
+    from relay_ray.serve.deployments import RelayIngress
+
+    def ingress(large, small, controller: dict, **options):
+        deployment = serve.deployment(RelayIngress).options(name=CONTROLLER_DEPLOYMENT_NAME,
+                                                            ray_actor_options={"num_cpus": 0}, **options)
+        return deployment.bind(large, small, ControllerConfig.model_validate(controller).model_dump(mode="json"))
+
+    limited = ingress(serve.get_deployment_handle("LargeTier", "pair"), serve.get_deployment_handle("SmallTier", "pair"),
+                      {"max_new_tokens_limit": 512}, max_ongoing_requests=1, max_queued_requests=1,
+                      backpressure_config={"status_code": 429, "retry_after_s": 1})
+    nobody = f"127.0.0.1:{free_port()}"
+    down = ingress(None, None, {"transport": "grpc", "large_endpoints": [nobody], "small_endpoints": [nobody]})
+    serve.run(limited, name="limited", route_prefix="/limited")
+    serve.run(down, name="down", route_prefix="/down")
+    yield {"limited": "/limited", "down": "/down"}
+    serve.delete("limited")
+    serve.delete("down")
