@@ -8,11 +8,12 @@ here are chosen for that: overload and unavailable tiers are retried, a missed d
 
 from __future__ import annotations
 
-import functools
 import logging
+import sys
 from collections.abc import Callable
 
-from relay_ray.errors import RelayInputError, TierUnavailableError
+from relay_ray.errors import RelayInputError, RelayOverloadedError, TierUnavailableError
+from relay_ray.rpc.auth import RelayUnauthenticatedError
 from relay_ray.rpc.openai_schema import ErrorBody, ErrorResponse
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,8 @@ def bad_request(param: str | None, message: str) -> OpenAIError:
     return OpenAIError(400, text, "invalid_request_error", param=param)
 
 
-def unauthorized(message: str = "a valid bearer token is required") -> OpenAIError:
+def unauthorized(message: str = "a valid 'authorization: Bearer <token>' is required (the SDK's api_key)",
+                 ) -> OpenAIError:
     return OpenAIError(401, message, "authentication_error", code="invalid_api_key")
 
 
@@ -64,13 +66,15 @@ def method_not_allowed(method: str, path: str) -> OpenAIError:
     return OpenAIError(405, f"{method} is not allowed on {path}", "invalid_request_error")
 
 
-@functools.cache
-def _ray_errors() -> tuple[type, tuple[type, ...], tuple[type, ...]]:
-    """(task error wrapper, overload errors, unavailable errors) of Ray, imported once, lazily."""
-    from ray.exceptions import RayActorError, RayTaskError
-    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
-
-    return RayTaskError, (BackPressureError,), (DeploymentUnavailableError, RayActorError)
+def _ray_errors() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """(task error wrappers, overload errors, unavailable errors) of Ray. Only those of Ray
+    modules already imported: an exception of a module never imported was never raised (and
+    the edge's unit tests need not import Ray)."""
+    core, serve = sys.modules.get("ray.exceptions"), sys.modules.get("ray.serve.exceptions")
+    task = (core.RayTaskError,) if core else ()
+    overload = (serve.BackPressureError,) if serve else ()
+    unavailable = ((serve.DeploymentUnavailableError,) if serve else ()) + ((core.RayActorError,) if core else ())
+    return task, overload, unavailable
 
 
 def error_for(exc: BaseException, param_of: Callable[[str], str], request_id: str = "") -> OpenAIError:
@@ -81,13 +85,15 @@ def error_for(exc: BaseException, param_of: Callable[[str], str], request_id: st
     logged with the request id and answered without their text.
     """
     task_error, overload, unavailable = _ray_errors()
-    while isinstance(exc, task_error) and getattr(exc, "cause", None) is not None:
+    while task_error and isinstance(exc, task_error) and getattr(exc, "cause", None) is not None:
         exc = exc.cause  # raised in another process (a tier's prepare): Ray cannot always subclass it
     if isinstance(exc, OpenAIError):
         return exc
     if isinstance(exc, RelayInputError):
         return bad_request(param_of(exc.field), exc.message)
-    if isinstance(exc, overload):
+    if isinstance(exc, RelayUnauthenticatedError):
+        return unauthorized()
+    if isinstance(exc, (RelayOverloadedError, *overload)):
         retry = getattr(exc, "retry_after_s", None)
         return OpenAIError(429, "the relay is overloaded; retry later", "rate_limit_error",
                            code="rate_limit_exceeded", retry_after_s=max(1, round(retry or RETRY_AFTER_S)))

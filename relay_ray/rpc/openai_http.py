@@ -16,7 +16,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Protocol
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
@@ -54,12 +55,18 @@ _DONE = "data: [DONE]\n\n"
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
-def allow_all(headers: Mapping[str, str]) -> None:
-    """The authentication seam: every request passes through here with its headers.
+class Authenticator(Protocol):
+    """What the edge checks every request with (:class:`relay_ray.rpc.auth.TokenAuthenticator`)."""
 
-    Raise ``openai_errors.unauthorized()`` to refuse one (answered 401, not retried by
-    the SDK). Bearer tokens (issue 12) plug in here; until then every request is accepted.
-    """
+    def check(self, metadata: Iterable[tuple[str, str]]) -> None:
+        """Raise :class:`~relay_ray.rpc.auth.RelayUnauthenticatedError` (answered 401) to refuse."""
+
+
+class AllowAll:
+    """Accepts every request (no tokens configured)."""
+
+    def check(self, metadata: Iterable[tuple[str, str]]) -> None:
+        return None
 
 
 def _json(model: BaseModel, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -84,11 +91,11 @@ class OpenAIEdge:
     """Serves the OpenAI API over one :class:`RelayController`."""
 
     def __init__(self, controller: RelayController, default_policy: str,
-                 authenticate: Callable[[Mapping[str, str]], None] = allow_all,
+                 authenticator: Authenticator | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.controller = controller
         self.default_policy = default_policy
-        self.authenticate = authenticate
+        self.authenticator = authenticator or AllowAll()
         self._clock = clock
         self._empty_text_tokens: int | None = None  # special tokens the tokenizer adds to any text
 
@@ -101,7 +108,7 @@ class OpenAIEdge:
         routes = {"/v1/models": ("GET", self._models), "/v1/completions": ("POST", self._completions),
                   "/v1/chat/completions": ("POST", self._chat)}
         try:
-            self.authenticate(request.headers)
+            self.authenticator.check(request.headers.items())  # Bearer token (the SDK's api_key)
             if path.startswith("/v1/models/"):
                 route = ("GET", lambda r: self._model(path.removeprefix("/v1/models/")))
             else:
@@ -169,16 +176,17 @@ class OpenAIEdge:
             timeout_s = req.relay.timeout_s if req.relay else None
             deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
             if req.stream:
-                return await self._stream(req, relay_requests, deadline, param_of)
+                return await self._stream(req, relay_requests, deadline, timeout_s, param_of)
             async with asyncio.timeout_at(deadline):
-                answers = await self._unary_answers(relay_requests, req.stop_strings())
+                answers = await self._unary_answers(relay_requests, req.stop_strings(), timeout_s)
             return _json(self._unary_body(req, relay_requests[0].request_id, answers))
         except Exception as exc:
             return error_response(error_for(exc, param_of, request_id))
 
-    async def _unary_answers(self, requests: list[RelayRequest], stops: tuple[str, ...]) -> list[oc.Answer]:
+    async def _unary_answers(self, requests: list[RelayRequest], stops: tuple[str, ...],
+                             timeout_s: float | None) -> list[oc.Answer]:
         async def one(request: RelayRequest) -> oc.Answer:
-            async for item in self._run(request, stops, stream_text=bool(stops)):
+            async for item in self._run(request, stops, bool(stops), timeout_s):
                 if isinstance(item, oc.Answer):
                     return item
             raise RuntimeError("relay ended without an answer")
@@ -204,13 +212,14 @@ class OpenAIEdge:
 
     # ---- one prompt's relay --------------------------------------------------------
 
-    async def _run(self, request: RelayRequest, stops: tuple[str, ...],
-                   stream_text: bool) -> AsyncIterator[Piece | oc.Answer]:
+    async def _run(self, request: RelayRequest, stops: tuple[str, ...], stream_text: bool,
+                   timeout_s: float | None) -> AsyncIterator[Piece | oc.Answer]:
         """Text pieces as they may be sent, then the prompt's :class:`Answer`. A stop
-        sequence cuts the text and stops the relay at once."""
+        sequence cuts the text and stops the relay at once. ``timeout_s`` bounds the relay
+        (the controller's deadline: segment jobs and engine requests end with it)."""
         scanner = oc.StopScanner(stops)
         records, sent, streamed = [], [], []
-        events = self.controller.generate(request, stream_text=stream_text)
+        events = self.controller.generate(request, stream_text=stream_text, timeout_s=timeout_s)
         try:
             async for event in events:
                 if isinstance(event, SegmentFinished):
@@ -254,12 +263,12 @@ class OpenAIEdge:
 
     # ---- streaming -----------------------------------------------------------------
 
-    async def _stream(self, req, requests: list[RelayRequest], deadline: float | None,
+    async def _stream(self, req, requests: list[RelayRequest], deadline: float | None, timeout_s: float | None,
                       param_of: Callable[[str], str]) -> Response:
         """Start every prompt's relay and wait for its first piece, so that errors before
         the first byte get their HTTP status; then stream server-sent events."""
         stops = req.stop_strings()
-        runs = [self._run(r, stops, stream_text=True) for r in requests]
+        runs = [self._run(r, stops, True, timeout_s) for r in requests]
         try:
             async with asyncio.timeout_at(deadline):
                 firsts = await _all(anext(run) for run in runs)

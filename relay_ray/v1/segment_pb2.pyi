@@ -43,14 +43,16 @@ class TierInfo(_message.Message):
     def __init__(self, tier: _Optional[_Union[_common_pb2.Tier, str]] = ..., model: _Optional[str] = ..., tokenizer_fingerprint: _Optional[str] = ..., vocab_size: _Optional[int] = ..., max_model_len: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., think_close_token_ids: _Optional[_Iterable[int]] = ..., replica_id: _Optional[str] = ..., block_size: _Optional[int] = ...) -> None: ...
 
 class PrepareRequest(_message.Message):
-    __slots__ = ("text", "chat", "token_ids")
+    __slots__ = ("text", "chat", "token_ids", "special_tokens")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     CHAT_FIELD_NUMBER: _ClassVar[int]
     TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    SPECIAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
     text: str
     chat: _relay_pb2.ChatPrompt
     token_ids: TokenIds
-    def __init__(self, text: _Optional[str] = ..., chat: _Optional[_Union[_relay_pb2.ChatPrompt, _Mapping]] = ..., token_ids: _Optional[_Union[TokenIds, _Mapping]] = ...) -> None: ...
+    special_tokens: str
+    def __init__(self, text: _Optional[str] = ..., chat: _Optional[_Union[_relay_pb2.ChatPrompt, _Mapping]] = ..., token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., special_tokens: _Optional[str] = ...) -> None: ...
 
 class PreparedPrompt(_message.Message):
     __slots__ = ("token_ids", "text")
@@ -71,7 +73,7 @@ class EntropyRule(_message.Message):
     def __init__(self, threshold: _Optional[float] = ..., above: _Optional[bool] = ..., commit: _Optional[_Union[Commit, str]] = ...) -> None: ...
 
 class StopRule(_message.Message):
-    __slots__ = ("max_new_tokens", "min_new_tokens", "stop_strings", "string_commit", "word_start", "stop_token_ids", "entropy")
+    __slots__ = ("max_new_tokens", "min_new_tokens", "stop_strings", "string_commit", "word_start", "stop_token_ids", "entropy", "retract_string")
     MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MIN_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
     STOP_STRINGS_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +81,7 @@ class StopRule(_message.Message):
     WORD_START_FIELD_NUMBER: _ClassVar[int]
     STOP_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     ENTROPY_FIELD_NUMBER: _ClassVar[int]
+    RETRACT_STRING_FIELD_NUMBER: _ClassVar[int]
     max_new_tokens: int
     min_new_tokens: int
     stop_strings: _containers.RepeatedScalarFieldContainer[str]
@@ -86,7 +89,8 @@ class StopRule(_message.Message):
     word_start: bool
     stop_token_ids: _containers.RepeatedScalarFieldContainer[int]
     entropy: EntropyRule
-    def __init__(self, max_new_tokens: _Optional[int] = ..., min_new_tokens: _Optional[int] = ..., stop_strings: _Optional[_Iterable[str]] = ..., string_commit: _Optional[_Union[Commit, str]] = ..., word_start: _Optional[bool] = ..., stop_token_ids: _Optional[_Iterable[int]] = ..., entropy: _Optional[_Union[EntropyRule, _Mapping]] = ...) -> None: ...
+    retract_string: str
+    def __init__(self, max_new_tokens: _Optional[int] = ..., min_new_tokens: _Optional[int] = ..., stop_strings: _Optional[_Iterable[str]] = ..., string_commit: _Optional[_Union[Commit, str]] = ..., word_start: _Optional[bool] = ..., stop_token_ids: _Optional[_Iterable[int]] = ..., entropy: _Optional[_Union[EntropyRule, _Mapping]] = ..., retract_string: _Optional[str] = ...) -> None: ...
 
 class Signals(_message.Message):
     __slots__ = ("logprob", "entropy", "margin")
@@ -99,7 +103,7 @@ class Signals(_message.Message):
     def __init__(self, logprob: _Optional[bool] = ..., entropy: _Optional[bool] = ..., margin: _Optional[bool] = ...) -> None: ...
 
 class SegmentJob(_message.Message):
-    __slots__ = ("request_id", "segment_index", "prefix_token_ids", "prefix_text", "stop", "sampling", "signals", "stream_interval_tokens", "prefill_only", "stream_block_tokens")
+    __slots__ = ("request_id", "segment_index", "prefix_token_ids", "prefix_text", "stop", "sampling", "signals", "stream_interval_tokens", "prefill_only", "stream_block_tokens", "resume_token_ids", "timeout_s")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_INDEX_FIELD_NUMBER: _ClassVar[int]
     PREFIX_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +114,8 @@ class SegmentJob(_message.Message):
     STREAM_INTERVAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
     PREFILL_ONLY_FIELD_NUMBER: _ClassVar[int]
     STREAM_BLOCK_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     segment_index: int
     prefix_token_ids: TokenIds
@@ -120,7 +126,9 @@ class SegmentJob(_message.Message):
     stream_interval_tokens: int
     prefill_only: bool
     stream_block_tokens: int
-    def __init__(self, request_id: _Optional[str] = ..., segment_index: _Optional[int] = ..., prefix_token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., prefix_text: _Optional[str] = ..., stop: _Optional[_Union[StopRule, _Mapping]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., signals: _Optional[_Union[Signals, _Mapping]] = ..., stream_interval_tokens: _Optional[int] = ..., prefill_only: _Optional[bool] = ..., stream_block_tokens: _Optional[int] = ...) -> None: ...
+    resume_token_ids: _containers.RepeatedScalarFieldContainer[int]
+    timeout_s: float
+    def __init__(self, request_id: _Optional[str] = ..., segment_index: _Optional[int] = ..., prefix_token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., prefix_text: _Optional[str] = ..., stop: _Optional[_Union[StopRule, _Mapping]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., signals: _Optional[_Union[Signals, _Mapping]] = ..., stream_interval_tokens: _Optional[int] = ..., prefill_only: _Optional[bool] = ..., stream_block_tokens: _Optional[int] = ..., resume_token_ids: _Optional[_Iterable[int]] = ..., timeout_s: _Optional[float] = ...) -> None: ...
 
 class TokenIds(_message.Message):
     __slots__ = ("ids",)

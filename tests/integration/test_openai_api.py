@@ -13,6 +13,7 @@ import pytest
 
 from relay_ray.client import build_request
 from relay_ray.types import ChatMessage
+from tests.integration.conftest import EDGE_ONGOING, EDGE_QUEUED, EDGE_TOKEN, EDGE_TOKEN_2
 
 pytestmark = pytest.mark.integration
 PROMPT = "So we add 12 and 30, so the sum is 42. Therefore"
@@ -22,10 +23,11 @@ MAX_TOKENS = 40
 RSTITCH_TAUS = (0.38, 0.3, 0.32, 0.34, 0.36, 0.28, 0.25, 0.4)
 
 
-def sdk(relay_server, app: str, max_retries: int = 0, attempts: list | None = None) -> openai.OpenAI:
+def sdk(relay_server, app: str, max_retries: int = 0, attempts: list | None = None,
+        api_key: str = "unused") -> openai.OpenAI:
     """An SDK client of application ``app``; ``attempts`` collects (status, headers) of every HTTP answer."""
     hooks = {"response": [lambda r: attempts.append((r.status_code, dict(r.headers)))]} if attempts is not None else {}
-    return openai.OpenAI(base_url=f"{relay_server.http_url}/{app}/v1", api_key="unused", max_retries=max_retries,
+    return openai.OpenAI(base_url=f"{relay_server.http_url}/{app}/v1", api_key=api_key, max_retries=max_retries,
                          timeout=300, http_client=httpx2.Client(event_hooks=hooks, timeout=300))
 
 
@@ -190,10 +192,12 @@ def test_deadline_is_504_and_not_retried(relay_server):
     assert elapsed_s < 2.0
 
 
-def test_overload_is_429_with_retry_after_and_the_sdk_retries_it(relay_server, overload_apps):
-    """``limited`` runs one request and queues one: more concurrent requests are refused
-    by Serve's proxy with 429 + Retry-After; with retries the SDK gets every answer."""
-    body = dict(model="large-only", prompt=PROMPT, max_tokens=64, extra_body={"ignore_eos": True})
+def test_overload_is_429_with_retry_after_and_the_sdk_retries_it(relay_server):
+    """``edge`` admits EDGE_ONGOING + EDGE_QUEUED requests; more concurrent ones are refused
+    by Serve's proxy with 429 + Retry-After (the builder's backpressure_config); with retries
+    the SDK gets every answer."""
+    body = dict(model="small-only", prompt=PROMPT, max_tokens=96, extra_body={"ignore_eos": True})
+    admitted = EDGE_ONGOING + EDGE_QUEUED
 
     def burst(max_retries: int, n: int) -> tuple[list, list]:
         attempts: list = []
@@ -203,39 +207,42 @@ def test_overload_is_429_with_retry_after_and_the_sdk_retries_it(relay_server, o
 
         async def run_all():
             http = httpx2.AsyncClient(event_hooks={"response": [record]}, timeout=300)
-            async with openai.AsyncOpenAI(base_url=f"{relay_server.http_url}/limited/v1", api_key="unused",
+            async with openai.AsyncOpenAI(base_url=f"{relay_server.http_url}/edge/v1", api_key=EDGE_TOKEN,
                                           max_retries=max_retries, http_client=http) as c:
                 return await asyncio.gather(*(c.completions.create(**body) for _ in range(n)),
                                             return_exceptions=True)
 
         return asyncio.run(run_all()), attempts
 
-    results, attempts = burst(max_retries=0, n=6)
+    results, attempts = burst(max_retries=0, n=3 * admitted)
     refused = [r for r in results if isinstance(r, openai.RateLimitError)]
-    assert len(refused) >= 3 and all(r.response.headers["retry-after"] == "1" for r in refused)
-    assert all(isinstance(r, openai.RateLimitError) or r.usage.completion_tokens == 64 for r in results)
-    results, attempts = burst(max_retries=6, n=3)
+    assert len(refused) >= admitted and all(r.response.headers["retry-after"] == "1" for r in refused)
+    assert all(isinstance(r, openai.RateLimitError) or r.usage.completion_tokens == 96 for r in results), results
+    results, attempts = burst(max_retries=8, n=2 * admitted)
     assert all(not isinstance(r, Exception) for r in results), results
     assert 429 in [a[0] for a in attempts]  # some attempts were refused, then retried
 
 
-def test_unavailable_tiers_are_503_and_retried(relay_server, overload_apps):
+def test_unavailable_tiers_are_503_and_retried(relay_server, down_app):
     attempts: list = []
-    with sdk(relay_server, "down", max_retries=1, attempts=attempts) as c:
+    with sdk(relay_server, down_app.strip("/"), max_retries=1, attempts=attempts) as c:
         with pytest.raises(openai.InternalServerError) as info:
             c.chat.completions.create(model="relay", messages=[{"role": "user", "content": "hi"}])
     assert info.value.status_code == 503 and info.value.code == "service_unavailable"
     assert [a[0] for a in attempts] == [503, 503] and attempts[0][1]["retry-after"] == "1"
 
 
-@pytest.mark.skip(reason="ENABLE WITH ISSUE 12: needs a bearer token configured on the served app; "
-                         "the edge's seam is openai_http.allow_all (401 mapping tested in tests/unit)")
-def test_missing_token_is_401_and_not_retried(relay_server):
-    attempts: list = []
-    with sdk(relay_server, "pair", max_retries=2, attempts=attempts) as c:
-        with pytest.raises(openai.AuthenticationError):
-            c.models.list()
-    assert [a[0] for a in attempts] == [401]
+def test_missing_or_wrong_token_is_401_and_not_retried(relay_server):
+    """``edge`` requires a bearer token (the SDK's api_key), like its RelayService."""
+    for key in ("unused", EDGE_TOKEN + "x"):
+        attempts: list = []
+        with sdk(relay_server, "edge", max_retries=2, attempts=attempts, api_key=key) as c:
+            with pytest.raises(openai.AuthenticationError):
+                c.models.list()
+        assert [a[0] for a in attempts] == [401]
+    for key in (EDGE_TOKEN, EDGE_TOKEN_2):  # both tokens of the rotation file
+        with sdk(relay_server, "edge", api_key=key) as c:
+            assert c.completions.create(model="small-only", prompt="So", max_tokens=2).usage.completion_tokens == 2
 
 
 def test_200_concurrent_streaming_chats_lose_nothing(relay_server, rstitch_tau):

@@ -58,9 +58,9 @@ class EdgeTier(ScriptedTier):
 
 
 def make_client(large: EdgeTier | None = None, small: EdgeTier | None = None, max_retries: int = 0,
-                authenticate=None, attempts: list | None = None) -> tuple[openai.AsyncOpenAI, RelayController]:
+                authenticator=None, attempts: list | None = None) -> tuple[openai.AsyncOpenAI, RelayController]:
     controller = RelayController({Tier.LARGE: large or EdgeTier(Tier.LARGE), Tier.SMALL: small or EdgeTier(Tier.SMALL)})
-    edge = OpenAIEdge(controller, "rstitch", **({"authenticate": authenticate} if authenticate else {}))
+    edge = OpenAIEdge(controller, "rstitch", authenticator)
     app = Starlette(routes=[Route("/{path:path}", edge.handle, methods=["GET", "POST", "PUT"])])
 
     async def record(response):
@@ -260,18 +260,25 @@ def test_unknown_model_unknown_route_and_bad_json():
     run(go())
 
 
-def test_authentication_seam_answers_401_and_the_sdk_does_not_retry():
-    def require_token(headers):
-        if headers.get("authorization") != "Bearer right":
-            raise openai_errors.unauthorized()
+def test_missing_or_wrong_token_is_401_and_the_sdk_does_not_retry(monkeypatch):
+    from relay_ray.rpc.auth import TokenAuthenticator
+
+    monkeypatch.setenv("RELAY_TEST_TOKENS", "right,rotated")
+    authenticator = TokenAuthenticator(tokens_env="RELAY_TEST_TOKENS")
 
     async def go():
         attempts: list = []
-        client, _ = make_client(authenticate=require_token, max_retries=2, attempts=attempts)
-        with pytest.raises(openai.AuthenticationError):
-            await client.models.list()
-        assert [a[0] for a in attempts] == [401]
-        assert (await client.with_options(api_key="right").models.list()).data
+        client, _ = make_client(authenticator=authenticator, max_retries=2, attempts=attempts)
+        for key in ("unused", "rightish"):
+            with pytest.raises(openai.AuthenticationError) as info:
+                await client.with_options(api_key=key).chat.completions.create(
+                    model="relay", messages=[{"role": "user", "content": "hi"}])
+            assert info.value.code == "invalid_api_key"
+        raw = client._client
+        assert (await raw.get("/v1/models")).status_code == 401  # no authorization header at all
+        assert [a[0] for a in attempts] == [401, 401, 401]  # never retried
+        for key in ("right", "rotated"):  # the SDK's api_key is the bearer token
+            assert (await client.with_options(api_key=key).models.list()).data
 
     run(go())
 
