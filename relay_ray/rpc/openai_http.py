@@ -124,9 +124,8 @@ class OpenAIEdge:
     # ---- models --------------------------------------------------------------------
 
     async def _cards(self) -> list[ModelCard]:
-        infos = await self.controller.tier_infos()
-        names = {tier: info.model.rsplit("/", 1)[-1] if info.model.startswith("/") else info.model
-                 for tier, info in infos.items()}
+        infos = await self.controller.tier_infos()  # model names as the tiers show them (no paths)
+        names = {tier: info.model for tier, info in infos.items()}
         created = int(self._clock())
         cards = []
         for model, policy in oc.served_models(self.default_policy).items():
