@@ -142,7 +142,8 @@ def down_app(relay_server) -> str:
     nobody = f"127.0.0.1:{free_port()}"
     controller = ControllerConfig(transport="grpc", large_endpoints=(nobody,), small_endpoints=(nobody,))
     ingress = serve.deployment(RelayIngress).options(name=CONTROLLER_DEPLOYMENT_NAME, ray_actor_options={"num_cpus": 0})
-    serve.run(ingress.bind(None, None, controller.model_dump(mode="json"), {"large": 0, "small": 0}, ""),
+    serve.run(ingress.bind(None, None, controller.model_dump(mode="json"), {"large": 0, "small": 0},
+                              "down-app-secret-of-16-bytes-or-more"),
               name="down", route_prefix="/down")
     yield "/down"
     serve.delete("down")

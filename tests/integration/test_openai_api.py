@@ -242,15 +242,17 @@ def test_missing_or_wrong_token_is_401_and_not_retried(relay_server):
         assert [a[0] for a in attempts] == [401]
     for key in (EDGE_TOKEN, EDGE_TOKEN_2):  # both tokens of the rotation file
         with sdk(relay_server, "edge", api_key=key) as c:
-            assert c.completions.create(model="small-only", prompt="So", max_tokens=2).usage.completion_tokens == 2
+            answer = c.completions.create(model="small-only", prompt="So", max_tokens=2, extra_body={"ignore_eos": True})
+            assert answer.usage.completion_tokens == 2
 
 
-def test_200_concurrent_streaming_chats_lose_nothing(relay_server, rstitch_tau):
+def test_200_concurrent_streaming_chats_lose_nothing(relay_server):
     """200 streams at once through the SDK: no failure, and every stream's deltas
     concatenate to its final text (the segments the last chunk reports; relaygen is left
-    out as its budget fallback appends text outside any segment)."""
+    out as its budget fallback appends text outside any segment; rstitch's many short
+    segments would make this test minutes long on 2 cores: its streams are checked above)."""
     num_streams = 200
-    policies = [("relay-rstitch", {"tau": rstitch_tau}), ("relay-fixed-ratio", {"large_tokens": 4, "small_tokens": 4})]
+    policies = [("relay-fixed-ratio", {"large_tokens": 4, "small_tokens": 4}), ("relay-relayllm", {})]
 
     async def one(client: openai.AsyncOpenAI, i: int) -> tuple[str, str]:
         model, params = policies[i % len(policies)]
