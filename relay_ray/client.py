@@ -45,8 +45,10 @@ def build_request(
 
 
 # Failures after which a request can go on on another controller replica: the replica or its
-# connection died (Serve's proxy reports a dead replica as INTERNAL naming the Ray error).
-_RESUMABLE_DETAILS = ("ActorDiedError", "RayActorError", "ActorUnavailableError", "WorkerCrashedError")
+# connection died. Serve's proxy reports a dead replica as INTERNAL with the Ray error's text
+# ("The actor died unexpectedly before finishing this task. class_name: ServeReplica:...").
+_RESUMABLE_DETAILS = ("actor died", "actordiederror", "rayactorerror", "actorunavailableerror",
+                      "actor is temporarily unavailable", "workercrashederror")
 
 
 def resumable(exc: grpc.RpcError) -> bool:
@@ -54,8 +56,8 @@ def resumable(exc: grpc.RpcError) -> bool:
     code = exc.code() if hasattr(exc, "code") else None
     if code == grpc.StatusCode.UNAVAILABLE:
         return True
-    details = exc.details() if hasattr(exc, "details") else ""
-    return code == grpc.StatusCode.INTERNAL and any(name in (details or "") for name in _RESUMABLE_DETAILS)
+    details = (exc.details() if hasattr(exc, "details") else "") or ""
+    return code == grpc.StatusCode.INTERNAL and any(name in details.lower() for name in _RESUMABLE_DETAILS)
 
 
 class StreamProgress:

@@ -61,6 +61,9 @@ class TierConfig(_Strict):
         None, ge=16, description="KV cache size in MiB (vLLM kv_cache_memory_bytes; CPU or GPU); finer than "
         "kv_cache_space_gib, which it replaces")
     cpu_threads_bind: str | None = Field(None, description="CPU: VLLM_CPU_OMP_THREADS_BIND, e.g. '0'")
+    engine_niceness: int = Field(
+        0, ge=0, le=19, description="CPU: niceness of the engine processes, so that Serve's proxy and the "
+        "controllers stay responsive when the engines keep every core busy (e.g. 5 on small machines)")
     cpu_threads_bind_by_replica: tuple[str, ...] = Field(
         (), description="CPU: one binding per replica rank (rank r uses entry r mod n); overrides cpu_threads_bind")
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="GPU memory fraction")

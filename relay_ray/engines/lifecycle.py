@@ -16,6 +16,7 @@ import threading
 import time
 
 PARENT_POLL_S = 0.5
+NICENESS_ENV = "RELAY_RAY_ENGINE_NICENESS"  # read by engine cores at start; their workers inherit it
 TERM_GRACE_S = 5.0  # SIGTERM lets vLLM shut down cleanly; SIGKILL after this long
 
 
@@ -39,6 +40,9 @@ def run_engine_core_bound_to_parent(*args, **kwargs):
     from vllm.v1.engine.core import EngineCoreProc
 
     watch_parent(os.getppid())
+    niceness = int(os.environ.get(NICENESS_ENV, "0") or 0)
+    if niceness > 0:  # engines yield the CPU to the control plane (proxy, controllers)
+        os.nice(niceness)
     run = EngineCoreProc.run_engine_core  # in the child: vLLM's own (the patch lives in the parent)
     if getattr(run, "__relay_bound__", False):  # forked rather than spawned: the patch came along
         run = _ORIGINAL

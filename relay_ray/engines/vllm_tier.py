@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from relay_ray.config import TierConfig
 from relay_ray.engines.detok import IncrementalDecoder
-from relay_ray.engines.lifecycle import bind_to_replica
+from relay_ray.engines.lifecycle import NICENESS_ENV, bind_to_replica
 from relay_ray.engines.prompts import guard_control_tokens, model_display_name, tokenizer_fingerprint
 from relay_ray.engines.segment_run import SegmentRun, TokenOutput
 from relay_ray.errors import FailureCause, RelayInputError, TierUnavailableError
@@ -40,6 +40,7 @@ def apply_cpu_env(config: TierConfig) -> None:
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(config.kv_cache_space_gib)
     if config.cpu_threads_bind is not None:
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = config.cpu_threads_bind
+    os.environ[NICENESS_ENV] = str(config.engine_niceness)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 

@@ -8,6 +8,7 @@ from google.protobuf.message import Message
 
 from relay_ray.controller.events import RelayResult, SegmentFinished, TextDelta
 from relay_ray.controller.resume import ResumeInput
+from relay_ray.rpc.registration import UNDECODABLE_ID
 from relay_ray.errors import RelayInputError
 from relay_ray.types import (
     ChatMessage,
@@ -111,6 +112,8 @@ def sampling_to_pb(s: Sampling, max_new_tokens: int | None = None) -> cpb.Sampli
 
 def request_from_pb(msg: rpb.GenerateRequest, default_policy: str) -> RelayRequest:
     """Client request -> :class:`RelayRequest`; raises RelayInputError on mismatches."""
+    if msg.request_id == UNDECODABLE_ID:
+        raise RelayInputError("request", "the message is not a relay_ray.v1.GenerateRequest")
     name = msg.policy.name or default_policy
     which = msg.policy.WhichOneof("params")
     params: dict = {}

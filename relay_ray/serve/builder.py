@@ -20,7 +20,7 @@ from relay_ray.types import Tier
 TIER_DEPLOYMENT_NAMES = {Tier.LARGE: "LargeTier", Tier.SMALL: "SmallTier"}
 CONTROLLER_DEPLOYMENT_NAME = "RelayController"
 SERVICER_FUNCTIONS = (
-    "relay_ray.v1.relay_pb2_grpc.add_RelayServiceServicer_to_server",
+    "relay_ray.rpc.registration.add_RelayServiceServicer_to_server",
 )
 # Every segment of a request carries its request id as Serve session id; hashing it keeps
 # the request on one replica (prefix-cache affinity) and falls back if that one is full.

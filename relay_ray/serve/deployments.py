@@ -50,6 +50,7 @@ class TierServer:
         self.tier_secret = TierSecret(app_secret)
         await self.engine.start()
         self._inflight = 0
+        self._jobs: set[str] = set()
         self._decoded = SlidingRate(window_s=10.0)
         self.endpoint = await self._serve_direct(tier_config.max_direct_segments or tier_config.max_ongoing_requests)
 
@@ -65,10 +66,12 @@ class TierServer:
                                                              authorize=self.tier_secret.check)
         return f"{host}:{port}"
 
-    def engine_load(self) -> dict[str, int]:
-        """Requests the engine has not finished, and segment jobs in flight (tests, debugging)."""
+    def engine_load(self) -> dict:
+        """Requests the engine has not finished and segment jobs in flight, with their ids
+        (tests, debugging)."""
         processor = self.engine.engine.output_processor
-        return {"unfinished_requests": processor.get_num_unfinished_requests(), "segments": self._inflight}
+        return {"unfinished_requests": processor.get_num_unfinished_requests(), "segments": self._inflight,
+                "request_ids": sorted(processor.request_states)[:20], "jobs": sorted(self._jobs)[:20]}
 
     def _finished(self, job: SegmentJob, result: SegmentResult) -> None:
         if job.prefill_only:
@@ -97,6 +100,8 @@ class TierServer:
 
         check_job(job, self.engine.describe(), self.input_limits)  # the controller checked it; so do we
         self._inflight += 1
+        key = f"{job.request_id}/{job.segment_index}{'/warm' if job.prefill_only else ''}"
+        self._jobs.add(key)
         kind = "tier.prefill_ahead" if job.prefill_only else "tier.segment"
         span_name = f"{kind} {self.engine.tier.value}"
         try:
@@ -110,6 +115,7 @@ class TierServer:
                     yield item
         finally:
             self._inflight -= 1
+            self._jobs.discard(key)
 
     async def check_health(self) -> None:
         """Serve restarts the replica when this raises (engine process died, ...)."""

@@ -36,24 +36,15 @@ KV_CACHE_MIB = {"demo-large": 448, "demo-small": 64}
 
 
 def tier(model: str, bind: str, **extra) -> dict:
+    # Niceness 5: the engines keep both cores busy; Serve's proxy and the controllers must not wait.
     return {"model": str(MODELS / model), "dtype": "float32", "max_model_len": 1024, "block_size": 32,
-            "kv_cache_memory_mib": KV_CACHE_MIB[model], "cpu_threads_bind": bind, "max_num_seqs": 16, **extra}
+            "kv_cache_memory_mib": KV_CACHE_MIB[model], "cpu_threads_bind": bind, "max_num_seqs": 16,
+            "engine_niceness": 5, **extra}
 
 
 EDGE_ONGOING, EDGE_QUEUED = 4, 4  # the edge application's admission limit: 8 requests
 # The edge application requires a bearer token (rpc/auth.py); the file holds both, for rotation.
 EDGE_TOKEN, EDGE_TOKEN_2 = "edge-token-a5f0c3", "edge-token-second-7d21"
-SAME_SECRET = "same-app-secret-kept-across-redeploys"  # scaling it must not restart its controllers
-
-
-def same_config(small_replicas: int = 2):
-    """The ``same`` application (tests that scale it redeploy it with another replica count)."""
-    from relay_ray.config import RelayConfig
-
-    return RelayConfig(large=tier("demo-small", "0", num_replicas=2),
-                       small=tier("demo-small", "1", num_replicas=small_replicas),
-                       controller={"max_new_tokens_limit": 512, "num_replicas": 2})
-
 
 @dataclass(frozen=True)
 class RelayServer:
@@ -80,7 +71,9 @@ def relay_server(tmp_path_factory):
     trace_file = tmp_path_factory.mktemp("traces") / "spans.jsonl"
     tokens_file = tmp_path_factory.mktemp("auth") / "tokens"
     tokens_file.write_text(f"# edge application tokens\n{EDGE_TOKEN}\n{EDGE_TOKEN_2}\n")
-    os.environ.update(tracing_env(TracingConfig(exporter="file", file_path=str(trace_file))))
+    # Only traces the client asks for (a sampled traceparent) are recorded, as Serve's default
+    # 1% would mostly do: recording every request would slow Serve's proxy for the other tests.
+    os.environ.update(tracing_env(TracingConfig(exporter="file", file_path=str(trace_file), sampling_ratio=0.0)))
     import ray
     from ray import serve
     from ray.serve.api import RunTarget
@@ -100,14 +93,16 @@ def relay_server(tmp_path_factory):
     # `pair` runs prefill-ahead (off by default) so the tests cover it; `same` runs the defaults.
     pair = RelayConfig(large=tier("demo-large", "0"), small=tier("demo-small", "1"),
                        controller={"max_new_tokens_limit": 512, "prefill_ahead": True})
-    same = same_config()
+    same = RelayConfig(large=tier("demo-small", "0", num_replicas=2), small=tier("demo-small", "1", num_replicas=2),
+                       controller={"max_new_tokens_limit": 512, "num_replicas": 2})
     edge = RelayConfig(large=tier("demo-small", "0"), small=tier("demo-small", "1"),
                        controller={"max_new_tokens_limit": 512, "max_ongoing_requests": EDGE_ONGOING,
                                    "max_queued_requests": EDGE_QUEUED},
                        auth={"tokens_file": str(tokens_file)})
     started = time.perf_counter()
     serve.run_many([RunTarget(build_app(pair), name="pair", route_prefix="/pair"),
-                    RunTarget(build_app(same, SAME_SECRET), name="same", route_prefix="/same"),
+                    RunTarget(build_app(same), name="same", route_prefix="/same",
+                              external_scaler_enabled=True),  # test_drain resizes it
                     RunTarget(build_app(edge), name="edge", route_prefix="/edge")])
     print(f"\nrelay applications ready in {time.perf_counter() - started:.0f} s")
     yield RelayServer(f"127.0.0.1:{grpc_port}", trace_file, f"http://127.0.0.1:{metrics_port}/metrics",

@@ -2,8 +2,9 @@
 that Serve stops finish or hand back their direct segments, the rest are migrated.
 
 Runs on the ``same`` application (both tiers serve one model, so every answer must equal the
-model alone); it redeploys only the small tier's replica count (the controller keeps its
-arguments, so Serve neither restarts it nor the remaining replicas) and restores 2 replicas.
+model alone). It resizes the small tier through Serve's external scaling API (the controller
+call behind ``POST /api/v1/applications/{app}/deployments/{name}/scale``: what an external
+autoscaler does; the conftest enables it for this application) and restores 2 replicas.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import time
 import pytest
 
 from relay_ray.client import build_request
-from tests.integration.conftest import SAME_SECRET, same_config
-from relay_ray.serve.replicas import wait_for_replicas
+from relay_ray.serve.replicas import replica_pids
 
 pytestmark = pytest.mark.integration
 APP = "same"
@@ -25,11 +25,20 @@ MIX = [("fixed-ratio", {"large_tokens": 4, "small_tokens": 12}), ("rstitch", {"t
 
 
 def _scale(small_replicas: int) -> None:
-    from ray import serve
+    import ray
+    from ray.serve._private.common import DeploymentID
+    from ray.serve.context import _get_global_client
 
-    from relay_ray.serve.builder import build_app
+    controller = _get_global_client()._controller
+    ray.get(controller.update_deployment_replicas.remote(DeploymentID(name="SmallTier", app_name=APP),
+                                                         small_replicas), timeout=30)
 
-    serve.run(build_app(same_config(small_replicas), SAME_SECRET), name=APP, route_prefix="/same")
+
+def _wait_for_exactly(count: int, timeout_s: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while len(replica_pids(APP, "SmallTier")) != count and time.monotonic() < deadline:
+        time.sleep(1.0)
+    assert len(replica_pids(APP, "SmallTier")) == count
 
 
 def test_scaling_the_small_tier_under_load_loses_nothing(relay_server):
@@ -59,14 +68,14 @@ def test_scaling_the_small_tier_under_load_loses_nothing(relay_server):
         for replicas in (1, 3, 1):
             time.sleep(4.0)
             _scale(replicas)
-            assert len(wait_for_replicas(APP, "SmallTier", replicas)) >= replicas
+            _wait_for_exactly(replicas)
         time.sleep(4.0)
     finally:
         stop.set()
         for t in threads:
             t.join(timeout=300)
         _scale(2)
-        wait_for_replicas(APP, "SmallTier", 2)
+        _wait_for_exactly(2)
     assert errors == []
     assert len(outcomes) >= 8
     for prompt, text, deltas in outcomes:

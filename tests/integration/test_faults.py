@@ -140,7 +140,7 @@ def test_killed_controller_replicas_lose_no_request(relay_server, references):
                     final, deltas = _stream(client, prompt, policy, params)
                     outcomes.append((prompt, policy, final.text, deltas))
                 except Exception as exc:
-                    errors.append(f"{policy}: {type(exc).__name__}: {getattr(exc, 'code', lambda: '')()}")
+                    errors.append(f"{policy}: {getattr(exc, 'code', lambda: '')()} {getattr(exc, 'details', str)()}")
             resumes.append(client.num_resumes)
 
     threads = [threading.Thread(target=client_loop, args=(k,)) for k in range(NUM_CLIENTS)]

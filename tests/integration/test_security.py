@@ -25,7 +25,9 @@ APP = "edge"
 MSG = build_request("So we add 1 and 2.", "small-only", max_new_tokens=4)
 
 
-async def _codes(address: str, metadata_of, count: int, concurrency: int = 50) -> list[str]:
+async def _codes(address: str, metadata_of, count: int, concurrency: int = 4) -> list[str]:
+    """``count`` calls, ``concurrency`` at a time (within the edge app's admission limit: the
+    proxy admits before the controller authenticates)."""
     async with grpc.aio.insecure_channel(address) as channel:
         stub = rpb_grpc.RelayServiceStub(channel)
         gate = asyncio.Semaphore(concurrency)

@@ -55,3 +55,14 @@ def test_params_of_another_policy_are_rejected():
     with pytest.raises(RelayInputError) as info:
         convert.request_from_pb(msg, "relaygen")
     assert info.value.field == "policy.params"
+
+
+def test_undecodable_frames_become_invalid_argument():
+    from relay_ray.rpc.convert import request_from_pb
+    from relay_ray.rpc.registration import _tolerant_request
+
+    good = rpb.GenerateRequest(text="hi", request_id="r")
+    assert _tolerant_request(good.SerializeToString()) == good
+    with pytest.raises(RelayInputError) as err:
+        request_from_pb(_tolerant_request(b"\xc5\xd7*\x1b"), "relaygen")
+    assert err.value.field == "request"
