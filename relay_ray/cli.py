@@ -163,7 +163,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         else "no authentication"
     print(f"relay serving (Ctrl-C stops): gRPC on every interface, port {serve_file.grpc_port} (Serve's gRPC proxy "
           f"cannot bind one address: keep the port private, and give remote clients `relay-ray gateway` with TLS); "
-          f"{auth}. Try:\n  relay-ray generate \"{DEMO_PROMPT}\" --policy rstitch --tau 0.3", flush=True)
+          f"{auth}. OpenAI API on {_openai_url(serve_file)}. Try:\n"
+          f"  relay-ray generate \"{DEMO_PROMPT}\" --policy rstitch --tau 0.3\n"
+          f"  {_curl_line(serve_file, 'rstitch', 64)}", flush=True)
     try:
         while True:
             time.sleep(3600)
@@ -191,9 +193,55 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 request = build_request([ChatMessage("user", args.prompt)], policy, _demo_params(policy),
                                         max_new_tokens=args.max_new_tokens)
                 _print_response(client.generate(request), policy, color)
+        _openai_demo(serve_file, args.policies[-1], args.prompt, args.max_new_tokens)
     finally:
         stop_local()
     return 0
+
+
+def _openai_url(serve_file) -> str:
+    """Base URL of the OpenAI API of a Serve file's relay application."""
+    http = serve_file.raw.get("http_options") or {}
+    prefix = (serve_file.raw["applications"][0].get("route_prefix") or "/").rstrip("/")
+    return f"http://127.0.0.1:{http.get('port', 8000)}{prefix}/v1"
+
+
+def _openai_body(policy: str, prompt: str, max_tokens: int) -> dict:
+    from relay_ray.rpc.openai_convert import model_id
+
+    body = {"model": model_id(policy), "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": max_tokens, "temperature": 0}
+    params = _demo_params(policy)
+    if params:
+        body["relay"] = {"params": params}
+    return body
+
+
+def _curl_line(serve_file, policy: str, max_tokens: int, prompt: str = DEMO_PROMPT) -> str:
+    import shlex
+
+    body = json.dumps(_openai_body(policy, prompt, max_tokens))
+    auth = " -H \"Authorization: Bearer $RELAY_RAY_TOKEN\"" if serve_file.relay.auth.enabled else ""
+    return (f"curl {_openai_url(serve_file)}/chat/completions -H 'Content-Type: application/json'{auth} "
+            f"-d {shlex.quote(body)}")
+
+
+def _openai_demo(serve_file, policy: str, prompt: str, max_tokens: int) -> None:
+    """Ask the same relay once more over its OpenAI API, and show the curl line that does it."""
+    import urllib.request
+
+    print(f"--- the same relay over the OpenAI API (any OpenAI client works with base URL "
+          f"{_openai_url(serve_file)}) ---\n{_curl_line(serve_file, policy, max_tokens, prompt)}")
+    request = urllib.request.Request(f"{_openai_url(serve_file)}/chat/completions",
+                                     data=json.dumps(_openai_body(policy, prompt, max_tokens)).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=600) as response:
+        answer = json.load(response)
+    relay = answer["usage"].get("relay", {})
+    print(answer["choices"][0]["message"]["content"])
+    print(f"usage: {answer['usage']['prompt_tokens']} prompt + {answer['usage']['completion_tokens']} completion "
+          f"tokens; large share {100 * relay.get('large_token_share', 0):.1f}%, "
+          f"switches {relay.get('num_switches', 0)}")
 
 
 def _demo_params(policy: str) -> dict | None:

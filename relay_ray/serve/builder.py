@@ -90,6 +90,8 @@ def build_app(config: RelayConfig, app_secret: str | None = None) -> Application
         num_replicas=c.num_replicas,
         max_ongoing_requests=c.max_ongoing_requests,
         max_queued_requests=c.max_queued_requests,
+        # Over max_queued_requests: gRPC RESOURCE_EXHAUSTED; HTTP (OpenAI API) 429 + Retry-After.
+        backpressure_config={"status_code": 429, "retry_after_s": 1},
         ray_actor_options={"num_cpus": c.num_cpus},
     )
     # Only what the controller uses: scaling a tier (num_replicas, autoscaling) must not

@@ -51,7 +51,7 @@ class RelayServer:
     address: str
     trace_file: Path
     metrics_url: str
-
+    http_url: str  # Serve's HTTP proxy: application ``x`` serves the OpenAI API under {http_url}/x/v1
     tokens_file: Path | None = None
 
     def client(self, app: str, token: str | None = None):
@@ -83,10 +83,10 @@ def relay_server(tmp_path_factory):
     from relay_ray.serve.local import mark_session, reap_session
 
     mark_session()
-    grpc_port, metrics_port = free_port(), free_port()
+    grpc_port, metrics_port, http_port = free_port(), free_port(), free_port()
     ray.init(include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port)
     serve.start(
-        http_options={"host": "127.0.0.1", "port": free_port()},
+        http_options={"host": "127.0.0.1", "port": http_port},
         grpc_options={"port": grpc_port, "grpc_servicer_functions": list(SERVICER_FUNCTIONS),
                       "enable_reflection": True},
     )
@@ -105,7 +105,8 @@ def relay_server(tmp_path_factory):
                               external_scaler_enabled=True),  # test_drain resizes it
                     RunTarget(build_app(edge), name="edge", route_prefix="/edge")])
     print(f"\nrelay applications ready in {time.perf_counter() - started:.0f} s")
-    yield RelayServer(f"127.0.0.1:{grpc_port}", trace_file, f"http://127.0.0.1:{metrics_port}/metrics", tokens_file)
+    yield RelayServer(f"127.0.0.1:{grpc_port}", trace_file, f"http://127.0.0.1:{metrics_port}/metrics",
+                      f"http://127.0.0.1:{http_port}", tokens_file)
     serve.shutdown()
     ray.shutdown()
     reap_session()
@@ -121,3 +122,23 @@ def pair_client(relay_server):
 def same_client(relay_server):
     with relay_server.client("same") as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def down_app(relay_server) -> str:
+    """An engine-free application: a controller whose tiers are gRPC endpoints nobody listens
+    on (a tier outage; 503 on the OpenAI API). Deployed on first use; returns its route prefix."""
+    from ray import serve
+
+    from relay_ray.config import ControllerConfig
+    from relay_ray.serve.builder import CONTROLLER_DEPLOYMENT_NAME
+    from relay_ray.serve.deployments import RelayIngress
+
+    nobody = f"127.0.0.1:{free_port()}"
+    controller = ControllerConfig(transport="grpc", large_endpoints=(nobody,), small_endpoints=(nobody,))
+    ingress = serve.deployment(RelayIngress).options(name=CONTROLLER_DEPLOYMENT_NAME, ray_actor_options={"num_cpus": 0})
+    serve.run(ingress.bind(None, None, controller.model_dump(mode="json"), {"large": 0, "small": 0},
+                              "down-app-secret-of-16-bytes-or-more"),
+              name="down", route_prefix="/down")
+    yield "/down"
+    serve.delete("down")
