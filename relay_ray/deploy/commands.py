@@ -85,6 +85,7 @@ def run_render_kuberay(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub) -> None:
+    from relay_ray.deploy import plan_command
     from relay_ray.deploy.kuberay import DEFAULT_IMAGE
 
     p = sub.add_parser("check-cluster", help="check that a Serve config's tiers fit a Ray cluster's node types")
@@ -100,3 +101,5 @@ def add_parsers(sub) -> None:
     p.add_argument("--name", default="relay", help="RayService name")
     p.add_argument("--check", action="store_true", help="exit 1 if --output differs from the rendering")
     p.set_defaults(func=run_render_kuberay)
+
+    plan_command.add_parser(sub)

@@ -121,12 +121,16 @@ def replica_nodes() -> dict[str, dict[str, str]]:
     return out
 
 
-def run_request(client, prompt: str, max_new_tokens: int, params: dict) -> dict:
+def run_request(client, prompt: str, max_new_tokens: int, params: dict, ignore_eos: bool = False,
+                on_segment=None) -> dict:
+    """One streamed fixed-ratio request; what the client saw (``on_segment(info)`` per segment)."""
     from relay_ray.client import build_request
+    from relay_ray.types import Sampling
     from relay_ray.v1 import common_pb2
 
     tiers = {common_pb2.TIER_LARGE: "large", common_pb2.TIER_SMALL: "small"}
-    request = build_request(prompt, "fixed-ratio", params, max_new_tokens=max_new_tokens)
+    request = build_request(prompt, "fixed-ratio", params, Sampling(ignore_eos=ignore_eos),
+                            max_new_tokens=max_new_tokens)
     segments, deltas, started = [], 0, time.perf_counter()
     try:
         for event in client.generate_stream(request):
@@ -134,10 +138,14 @@ def run_request(client, prompt: str, max_new_tokens: int, params: dict) -> dict:
             if kind == "delta":
                 deltas += 1
             elif kind == "segment_end":
-                segments.append({"tier": tiers[event.segment_end.tier], "replica": event.segment_end.replica_id,
-                                 "tokens": event.segment_end.num_tokens})
+                info = {"tier": tiers[event.segment_end.tier], "replica": event.segment_end.replica_id,
+                        "tokens": event.segment_end.num_tokens}
+                segments.append(info)
+                if on_segment is not None:
+                    on_segment(info)
             elif kind == "final":
                 return {"ok": True, "segments": segments, "tokens": len(event.final.token_ids),
+                        "finish": common_pb2.FinishReason.Name(event.final.stats.finish_reason),
                         "latency_s": time.perf_counter() - started, "request_id": event.final.request_id}
         return {"ok": False, "error": "stream ended without a final event", "segments": segments}
     except Exception as exc:  # grpc.RpcError: record what the client saw
@@ -181,37 +189,12 @@ def removal_phase(cluster, small_nodes, client, facts: dict) -> None:
     first_small: dict[int, str] = {}
 
     def one(i: int) -> None:
-        from relay_ray.client import build_request
-        from relay_ray.types import Sampling
-        from relay_ray.v1 import common_pb2
+        def seen(info: dict) -> None:
+            if info["tier"] == "small":
+                first_small.setdefault(i, info["replica"])
 
-        request = build_request(f"So we add {i} and {7 * i + 3}. Then we", "fixed-ratio",
-                                {"large_tokens": 2, "small_tokens": 30}, Sampling(ignore_eos=True),
-                                max_new_tokens=MAX_TOKENS_UNDER_LOAD)
-        segments, deltas, started = [], 0, time.perf_counter()
-        try:
-            for event in client.generate_stream(request):
-                kind = event.WhichOneof("event")
-                if kind == "delta":
-                    deltas += 1
-                elif kind == "segment_end":
-                    seg = event.segment_end
-                    segments.append({"tier": "small" if seg.tier == common_pb2.TIER_SMALL else "large",
-                                     "replica": seg.replica_id})
-                    if seg.tier == common_pb2.TIER_SMALL:
-                        first_small.setdefault(i, seg.replica_id)
-                elif kind == "final":
-                    results[i] = {"ok": True, "tokens": len(event.final.token_ids), "segments": segments,
-                                  "finish": common_pb2.FinishReason.Name(event.final.stats.finish_reason),
-                                  "latency_s": time.perf_counter() - started}
-                    return
-            results[i] = {"ok": False, "error": "no final event", "segments": segments}
-        except Exception as exc:
-            code = getattr(exc, "code", lambda: None)()
-            results[i] = {"ok": False, "segments": segments, "deltas": deltas,
-                          "error": f"{getattr(code, 'name', type(exc).__name__)}: "
-                                   f"{getattr(exc, 'details', lambda: str(exc))()}",
-                          "latency_s": time.perf_counter() - started}
+        results[i] = run_request(client, f"So we add {i} and {7 * i + 3}. Then we", MAX_TOKENS_UNDER_LOAD,
+                                 {"large_tokens": 2, "small_tokens": 30}, ignore_eos=True, on_segment=seen)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(len(results))]
     for t in threads:
