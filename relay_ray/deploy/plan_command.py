@@ -1,7 +1,7 @@
 """``relay-ray plan``: capacity curves and demand from Locust, a replica/GPU plan, a report.
 
-    relay-ray plan --config cluster/serve-capacity-local.yaml --mix "small-only:1,fixed-ratio:2" \
-        --target-rps 2 --slo-p95-s 12 --validate --out out/plan
+    relay-ray plan --config cluster/serve-capacity-local.yaml --mix "large-only:1,fixed-ratio:2,small-only:1" \
+        --target-rps 2 --slo-p95-s 6 --validate --out out/plan
 
 1. measure (unless ``--measurements``): each tier's capacity curve (Locust step load of
    ``large-only`` / ``small-only`` requests), then the mix at one user (per-request demand
@@ -249,11 +249,11 @@ def add_parser(sub) -> None:
     p.add_argument("--address", default=None, help="a running relay's gRPC address (default: start --config here)")
     p.add_argument("--app", default=None, help="Serve application name (when several run)")
     p.add_argument("--measurements", default=None, help="plan from this measurements.json instead of measuring")
-    p.add_argument("--mix", default="small-only:1,fixed-ratio:2", help="policy:weight list")
-    p.add_argument("--policy-params", default='{"fixed-ratio": {"large_tokens": 8, "small_tokens": 24}}',
+    p.add_argument("--mix", default="large-only:1,fixed-ratio:2,small-only:1", help="policy:weight list")
+    p.add_argument("--policy-params", default='{"fixed-ratio": {"large_tokens": 4, "small_tokens": 12}}',
                    help="JSON: parameters per policy of the mix")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="output tokens per request (EOS ignored)")
-    p.add_argument("--users-large", default="1,2,4,8", help="step-load user counts, large tier curve")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="output tokens per request (EOS ignored)")
+    p.add_argument("--users-large", default="1,2,4,8,16", help="step-load user counts, large tier curve")
     p.add_argument("--users-small", default="1,2,4,8,16", help="step-load user counts, small tier curve")
     p.add_argument("--step-s", type=float, default=40.0, help="seconds per curve step")
     p.add_argument("--warmup-s", type=float, default=8.0, help="seconds at the start of a step not measured")
@@ -262,7 +262,7 @@ def add_parser(sub) -> None:
     p.add_argument("--slo-p95-s", type=float, default=20.0, help="p95 latency SLO per policy, seconds")
     p.add_argument("--headroom", type=float, default=0.2, help="plan for target x (1 + headroom)")
     p.add_argument("--validate", action="store_true", help="measure the mix's maximum load at the SLO")
-    p.add_argument("--users-validate", default="1,2,4,6,8,12", help="step-load user counts, validation")
+    p.add_argument("--users-validate", default="1,2,4,6,8,12,16", help="step-load user counts, validation")
     p.add_argument("--validate-step-s", type=float, default=60.0, help="seconds per validation step")
     p.add_argument("--out", default="out/plan", help="report folder")
     p.set_defaults(func=run)
