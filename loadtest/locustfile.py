@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
 import statistics
 import time
@@ -74,6 +75,8 @@ def _add_arguments(parser) -> None:
     parser.add_argument("--ignore-eos", action="store_true", env_var="RELAY_IGNORE_EOS",
                         help="every request writes exactly --max-new-tokens tokens")
     parser.add_argument("--app", default="", help="Serve application name (metadata)", env_var="RELAY_APP")
+    parser.add_argument("--token-env", default="", env_var="RELAY_TOKEN_ENV",
+                        help="environment variable holding the bearer token (relays with auth on)")
     parser.add_argument("--requests-csv", default="", env_var="RELAY_REQUESTS_CSV",
                         help="write one row per request (the relay's figures) here")
 
@@ -158,6 +161,9 @@ class RelayUser(User):
         self.sampling = Sampling(ignore_eos=bool(opts.ignore_eos))
         self.max_new_tokens = opts.max_new_tokens
         self.metadata = (("application", opts.app),) if opts.app else ()
+        token = os.environ.get(opts.token_env, "") if opts.token_env else ""
+        if token:
+            self.metadata += (("authorization", f"Bearer {token}"),)
 
     def on_stop(self) -> None:
         self.channel.close()

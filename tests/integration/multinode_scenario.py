@@ -146,6 +146,7 @@ def run_request(client, prompt: str, max_new_tokens: int, params: dict, ignore_e
             elif kind == "final":
                 return {"ok": True, "segments": segments, "tokens": len(event.final.token_ids),
                         "finish": common_pb2.FinishReason.Name(event.final.stats.finish_reason),
+                        "migrations": event.final.stats.num_migrations,
                         "latency_s": time.perf_counter() - started, "request_id": event.final.request_id}
         return {"ok": False, "error": "stream ended without a final event", "segments": segments}
     except Exception as exc:  # grpc.RpcError: record what the client saw
