@@ -320,6 +320,13 @@ def _calibrate(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _add_deploy_parsers(sub) -> None:
+    """check-cluster, render-kuberay, plan (relay_ray.deploy)."""
+    from relay_ray.deploy import commands as deploy_commands
+
+    deploy_commands.add_parsers(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="relay-ray",
@@ -357,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_generate)
 
     bench_command.add_parser(sub)
+    _add_deploy_parsers(sub)
 
     from relay_ray.quality.calibrate_command import add_arguments as add_calibrate_arguments
     from relay_ray.quality.command import add_arguments as add_eval_arguments

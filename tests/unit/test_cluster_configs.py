@@ -81,7 +81,7 @@ def test_gpu_config_has_the_production_shape():
     app = yaml.safe_load((ROOT / "cluster" / "serve-gpu.yaml").read_text())["applications"][0]
     config = RelayConfig.model_validate(app["args"])
     assert config.large.tensor_parallel_size == 4 and config.large.num_gpus == 1
-    assert config.small.num_gpus == 0.25 and config.small.num_replicas == 4
+    assert config.small.num_gpus == 0.25 and config.small.autoscaling.min_replicas == 4
 
 
 @pytest.mark.parametrize("bad,field", [
