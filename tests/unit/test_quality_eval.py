@@ -124,3 +124,17 @@ def test_eval_with_no_valid_line_or_no_file(tmp_path, fake_client, capsys):
     assert "no valid items" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "missing.jsonl")]) == 2
     assert "missing.jsonl" in capsys.readouterr().err
+
+
+def test_calibrate_rstitch_prints_the_frontier_and_writes_the_choice(tmp_path, fake_client, capsys):
+    out = tmp_path / "cal.json"
+    rc = main(["calibrate", "rstitch", "--data", str(_dataset(tmp_path)), "--taus", "0.1", "0.2",
+               "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    report = json.loads(out.read_text())
+    # both taus are as accurate as large-only here (100%) at a 30% share: the larger tau wins the tie
+    assert report["recommended_tau"] == 0.2 and [p["tau"] for p in report["sweep"]] == [0.1, 0.2]
+    lines = {line.split()[0]: line.split() for line in printed.splitlines() if line[:3] in ("0.1", "0.2")}
+    assert lines["0.2"][1:4] == ["100.0%", "100.0%", "30.0%"] and lines["0.2"][-1] == "recommended"
+    assert printed.count("<- recommended") == 1
