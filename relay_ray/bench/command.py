@@ -137,6 +137,7 @@ def _measure_pair(args, name: str, config, address: str, out: _Collected) -> Non
 
 def run(args: argparse.Namespace) -> int:
     from relay_ray.bench import controller_cpu, report
+    from relay_ray.bench.console import measure_at_normal_priority
     from relay_ray.serve.local import load_serve_file, start_serve, stop_local
 
     pairs = _parse_pairs(args.pair)
@@ -145,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
     print("[bench] controller CPU micro-benchmark (no engines) ...", file=sys.stderr, flush=True)
     cpu_rows = controller_cpu.run()
     out = _Collected()
+    measure_at_normal_priority()
     start_serve(files[pairs[0][0]])
     address = f"127.0.0.1:{files[pairs[0][0]].grpc_port}"
     try:

@@ -1,10 +1,23 @@
 """Console output shared by ``relay-ray bench``, ``eval``, ``calibrate`` and the quality matrix:
-markdown / aligned-text tables and progress bars (tqdm, on stderr).
+markdown / aligned-text tables and progress bars (tqdm, on stderr); and the process priority
+the measuring harnesses give Ray's workers.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+
+# Ray starts its worker processes (Serve replicas, and so the vLLM engines they spawn) at
+# niceness 15 unless told otherwise: on a shared machine any normal-priority process (a test
+# run next door) then takes the CPU first and per-token times double. Measurements run them at
+# normal priority.
+WORKER_NICENESS_ENV = "RAY_worker_niceness"
+
+
+def measure_at_normal_priority() -> None:
+    """Before Ray starts: its workers keep niceness 0 (unless the variable is already set)."""
+    os.environ.setdefault(WORKER_NICENESS_ENV, "0")
 from collections.abc import Sequence
 
 

@@ -2,12 +2,16 @@
 
 **Large compute.** A relay saves the large model's *compute*, not just its tokens: the large
 tier also prefills every token the small tier wrote since its last segment (less what its
-prefix cache still holds). Per segment the tier ran ``(prompt - cached) + (generated - 1)``
-token positions through its model (:attr:`SegmentStat.computed_tokens`); the **large compute
-share** of a run is the sum over its items of those positions on the large tier, over the same
-sum for large-only on the same items. A prefill position and a decode position count the same
-(each is one token through every layer: ~2 x parameters FLOPs; attention over the context is
-extra for both). Prefill-ahead warm-ups (``prefill_ahead``) are not reported in responses:
+prefix cache still holds, in whole KV blocks). Per segment the tier ran ``(prompt - cached) +
+(generated - 1)`` token positions through its model (:attr:`SegmentStat.computed_tokens`; the
+first large segment of a request counts its whole prefix, :func:`large_computed_tokens`); the
+**large compute share** of a run is the sum over its items of those positions on the large
+tier, over the same sum for large-only on the same items. A prefill position and a decode
+position count the same (each is one token through every layer: ~2 x parameters FLOPs;
+attention over the context is extra for both). On memory-bound hardware a decode position
+costs far more *time* than a prefill position (prefill is batched): the **large time share**
+(:func:`time_share`) is the large tier's measured busy time (delta prefills + decoding) over
+large-only's. Prefill-ahead warm-ups (``prefill_ahead``) are not reported in responses:
 with prefill-ahead on the figure undercounts; the served configs of the matrix keep it off.
 
 **Speculative decoding.** Its large tier verifies ``k`` drafted tokens per step, ``k + 1``
@@ -35,7 +39,29 @@ from relay_ray.quality.runner import ItemResult
 
 
 def large_computed_tokens(result: ItemResult) -> int:
-    return sum(s.computed_tokens for s in result.segments if s.large)
+    """Token positions the large tier computed for ``result``, as if the request ran alone: its
+    first large segment prefills its whole prefix (hits in the prefix cache there can only come
+    from *other* requests sharing the chat template's first block, which depend on what ran
+    before: not this request's cost); later ones prefill what the tier's cache no longer holds."""
+    total, first = 0, True
+    for s in result.segments:
+        if s.large:
+            total += s.computed_tokens + (s.num_cached_tokens if first else 0)
+            first = False
+    return total
+
+
+def large_busy_ms(result: ItemResult) -> float:
+    """Time the large tier spent on ``result`` (its delta prefills and decoding)."""
+    return sum(s.prefill_ms + s.decode_ms for s in result.segments if s.large)
+
+
+def time_share(results: Sequence[ItemResult], reference: Sequence[ItemResult]) -> float | None:
+    """Large-tier busy time of ``results`` over ``reference``'s, on the items both answered."""
+    ok = {r.id: r for r in reference if not r.error}
+    pairs = [(r, ok[r.id]) for r in results if not r.error and r.id in ok]
+    ref = sum(large_busy_ms(b) for _, b in pairs)
+    return sum(large_busy_ms(a) for a, _ in pairs) / ref if ref else None
 
 
 def compute_share(results: Sequence[ItemResult], reference: Sequence[ItemResult]) -> float | None:

@@ -3,14 +3,16 @@ which split decided what.
 
 Two stages, one command each (docs/quality.md, "One run: accuracy and speed"):
 
-- ``dev``: large-only, the rstitch tau sweep and the relaygen cue sets on the dev split
-  (accuracy at concurrency 16 only). :func:`decide` picks the rstitch tau and the relaygen
-  cue set by fixed rules and writes them to a decisions file (committed:
-  ``data/arith/scaled-decisions.json``).
+- ``dev``: large-only and the rstitch tau sweep on the dev split (full passes only).
+  :func:`relay_ray.quality.matrix_report.decide` picks the tau by a fixed rule and writes it to
+  a decisions file (committed: ``data/arith/scaled-decisions.json``). The relaygen cue set is
+  the calibration split's (``relay-ray calibrate relaygen``); the other cue sets are points of
+  the curve, not candidates.
 - ``final``: every row of the issue on the test split, once: large-only, small-only, rstitch,
   relaygen, relayllm (caller deployment), the structure-matched random routers, vLLM
   speculative decoding alone and under relaygen/rstitch, large-only and speculative decoding
-  on both cores (throughput peers), the tau sweep and the cue sets (Pareto curves).
+  on both cores (throughput peers), the tau sweep and the cue sets (Pareto curves; their full
+  passes on the first ``curve_items`` items, to keep the run within a few hours on 2 cores).
 
 Each entry runs a *full* pass (every item at concurrency 16: accuracy, token and compute
 share, switches, throughput, p95) and, unless it is a peer, a *latency* pass (the first
@@ -61,6 +63,7 @@ class Entry(BaseModel):
     group: Group = Group.MAIN
     full: bool = True
     latency: bool = True
+    items: int | None = None  # full pass over the first N items only (curve points); None: all
     tau: float | None = None  # rstitch rows: the threshold (tau-sweep curve)
     cue_set: str | None = None  # relaygen rows: the cue set (cue-set curve)
 
@@ -89,7 +92,6 @@ def cue_sets(cues_file: str = CUES_FILE) -> dict[str, dict]:
         "answer only": {"offload_sentences": False},
         "discourse cues": {"cues": discourse},
         "calibrated": {"cues": calibrated},
-        "calibrated + Next,": {"cues": calibrated + ["Next,"]},
         "all task cues": {"cues": calibrated + [c for c in HARD_CUES if c not in calibrated]},
     }
 
@@ -102,16 +104,15 @@ def _relaygen(label: str, name: str, params: dict, group: Group, **kw) -> Entry:
     return Entry(label=label, policy="relaygen", params=params, group=group, cue_set=name, **kw)
 
 
-def dev_plan(cues_file: str = CUES_FILE, taus=TAUS) -> list[Entry]:
-    """The dev stage: accuracy of every candidate, no latency passes."""
+def dev_plan(taus=TAUS) -> list[Entry]:
+    """The dev stage: accuracy and compute of large-only and every tau, no latency passes."""
     out = [Entry(label="large-only", policy="large-only", latency=False)]
-    out += [_rstitch(f"rstitch tau={t}", t, Group.TAU_SWEEP, latency=False) for t in taus]
-    out += [_relaygen(f"relaygen {n}", n, p, Group.CUE_SETS, latency=False) for n, p in cue_sets(cues_file).items()]
-    return out
+    return out + [_rstitch(f"rstitch tau={t}", t, Group.TAU_SWEEP, latency=False) for t in taus]
 
 
-def final_plan(decisions: Decisions, cues_file: str = CUES_FILE, taus=TAUS) -> list[Entry]:
-    """The final stage, in run order (grouped by deployment, matched runs after their match)."""
+def final_plan(decisions: Decisions, cues_file: str = CUES_FILE, taus=TAUS, curve_items: int | None = 200) -> list[Entry]:
+    """The final stage, in run order (grouped by deployment, matched runs after their match).
+    Curve points (tau sweep, cue sets) run their full pass on the first ``curve_items`` items."""
     sets = cue_sets(cues_file)
     tau, cue_set = decisions.rstitch_tau, decisions.relaygen_cue_set
     main = [
@@ -122,8 +123,9 @@ def final_plan(decisions: Decisions, cues_file: str = CUES_FILE, taus=TAUS) -> l
         _relaygen("relaygen", cue_set, sets[cue_set], Group.MAIN),
         Entry(label="random@relaygen", policy="random", match="relaygen"),
     ]
-    sweep = [_rstitch(f"rstitch tau={t}", t, Group.TAU_SWEEP) for t in taus if t != tau]
-    sweep += [_relaygen(f"relaygen {n}", n, p, Group.CUE_SETS) for n, p in sets.items() if n != cue_set]
+    sweep = [_rstitch(f"rstitch tau={t}", t, Group.TAU_SWEEP, items=curve_items) for t in taus if t != tau]
+    sweep += [_relaygen(f"relaygen {n}", n, p, Group.CUE_SETS, items=curve_items)
+              for n, p in sets.items() if n != cue_set]
     caller = [
         Entry(label="caller alone", policy="small-only", deployment=CALLER),
         Entry(label="relayllm", policy="relayllm", params=RELAYLLM_PARAMS, deployment=CALLER),

@@ -1,6 +1,6 @@
 """``python -m relay_ray.quality.matrix_command``: the issue-10 matrix in one command.
 
-    # dev: choose the rstitch tau and the relaygen cue set (writes the decisions file)
+    # dev: choose the rstitch tau (writes the decisions file)
     python -m relay_ray.quality.matrix_command run --stage dev --data data/arith/dev.jsonl \\
         --out out/matrix-dev --write-decisions data/arith/scaled-decisions.json
     # final: every row on the test split, once (tables + Pareto PNG)
@@ -36,7 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--data", required=True, help="JSONL split (dev for --stage dev, test for final)")
     run.add_argument("--out", required=True, help="folder for results.json, report.md")
     run.add_argument("--limit", type=int, default=None, help="only the first N items (validation runs)")
-    run.add_argument("--latency-items", type=int, default=60, help="items of the concurrency-1 passes")
+    run.add_argument("--latency-items", type=int, default=40, help="items of the concurrency-1 passes")
+    run.add_argument("--curve-items", type=int, default=200, help="final: items of the tau-sweep and cue-set "
+                     "points' full passes (0: all)")
+    run.add_argument("--full-concurrency", type=int, default=16, help="requests in flight in the full passes")
     run.add_argument("--decisions", default=DECISIONS_FILE, help="final: the dev stage's decisions file")
     run.add_argument("--write-decisions", default=None, help="dev: write the decisions here")
     run.add_argument("--cues-file", default=CUES_FILE, help="calibrated relaygen cues (the cue sets build on them)")
@@ -52,9 +55,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _plan(args):
     if args.stage == "dev":
-        entries = dev_plan(args.cues_file)
+        entries = dev_plan()
     else:
-        entries = final_plan(Decisions.load(args.decisions), args.cues_file)
+        entries = final_plan(Decisions.load(args.decisions), args.cues_file, curve_items=args.curve_items or None)
     if args.only:
         wanted = set(args.only)
         wanted |= {e.match for e in entries if e.label in wanted and e.match}
@@ -77,12 +80,13 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     meta = {"stage": args.stage, "data": args.data, "num_items": len(items), "latency_items": args.latency_items,
+            "curve_items": args.curve_items, "full_concurrency": args.full_concurrency,
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "configs": CONFIGS,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"}
     if args.stage == "final":
         meta["decisions"] = Decisions.load(args.decisions).model_dump()
     results = run_plan(entries, items, out, args.latency_items, parse_format("answer-line"), args.max_new_tokens,
-                       args.resume, meta)
+                       args.resume, meta, full_concurrency=args.full_concurrency)
     results.meta["minutes"] = results.meta.get("minutes", 0.0) + (time.time() - started) / 60.0
     results.save(out / "results.json")
     if args.stage == "dev" and args.write_decisions:

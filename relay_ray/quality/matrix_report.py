@@ -90,7 +90,7 @@ def _throughput_vs(row: Row, peer: Row | None) -> str:
 
 
 MAIN_COLUMNS = ("policy", "deployment", "accuracy", "95% CI", "p vs large", "large tokens", "large compute",
-                "switches/req", "c=1 ms", "c=1 speedup", "efficiency", "into-large p50 ms (steps)",
+                "large time", "switches/req", "c=1 ms", "c=1 speedup", "efficiency", "into-large p50 ms (steps)",
                 "c=16 req/s", "c=16 vs large-only", "c=16 vs large x2", "c=16 p95 ms")
 
 
@@ -109,7 +109,7 @@ def main_table(all_rows: list[Row], spec_compute: dict[str, float] | None = None
         body.append([
             r.entry.label, r.entry.deployment, fmt_pct(f.accuracy), f"{100 * f.accuracy_low:.1f}-"
             f"{100 * f.accuracy_high:.1f}", fmt_p(f.mcnemar_p), fmt_pct(f.large_share), fmt_pct(compute),
-            f"{f.switches_per_request:.1f}", _num(lat.mean_client_ms if lat else None),
+            fmt_pct(lat.large_time_share if lat else None), f"{f.switches_per_request:.1f}", _num(lat.mean_client_ms if lat else None),
             _num(base.latency.mean_client_ms / lat.mean_client_ms if lat and base and base.latency else None,
                  "{:.2f}x"), _num(r.efficiency, "{:.2f}"), hand,
             _num(f.requests_per_s, "{:.2f}"), _throughput_vs(r, base), _throughput_vs(r, x2),
@@ -148,28 +148,25 @@ def _acceptable(row: Row, base: Summary, min_accuracy: float) -> bool:
     return f.accuracy >= min_accuracy - 1e-12 and not significantly_below
 
 
-def decide(results: MatrixResults, split: str) -> Decisions:
-    """The dev stage's choices: the cheapest (large compute share) tau / cue set whose accuracy
-    keeps the issue's target and is not significantly below large-only (McNemar p <= 0.05)."""
+def decide(results: MatrixResults, split: str, cue_set: str = "calibrated") -> Decisions:
+    """The dev stage's choice of tau: the cheapest (large compute share) tau whose accuracy is
+    within a point of large-only's and not significantly below it (McNemar p <= 0.05)."""
     all_rows = rows(results)
     base = next(r.full for r in all_rows if r.entry.label == BASELINE)
     rules = {"rstitch_tau": "lowest large compute share with accuracy >= large-only - 1 point and not "
                             "significantly below large-only (exact McNemar p <= 0.05); ties: larger tau",
-             "relaygen_cue_set": "lowest large compute share with accuracy >= 99% of large-only's and not "
-                                 "significantly below large-only"}
+             "relaygen_cue_set": "the cues `relay-ray calibrate relaygen` selected on the calibration split "
+                                 "(demo-models/relaygen-cues.json), not re-chosen"}
     taus = [r for r in all_rows if r.entry.tau is not None and _acceptable(r, base, base.accuracy - 0.01)]
-    sets = [r for r in all_rows if r.entry.cue_set is not None and _acceptable(r, base, 0.99 * base.accuracy)]
-    if not taus or not sets:
-        raise ValueError("no tau or no cue set meets the rule on this split; widen the sweep")
+    if not taus:
+        raise ValueError("no tau meets the rule on this split; widen the sweep")
     tau = min(taus, key=lambda r: (r.full.large_compute_share, -r.entry.tau))
-    cue = min(sets, key=lambda r: r.full.large_compute_share)
     evidence = {r.entry.label: {"accuracy": r.full.accuracy, "mcnemar_p": r.full.mcnemar_p,
                                 "large_share": r.full.large_share, "large_compute_share": r.full.large_compute_share,
                                 "switches_per_request": r.full.switches_per_request}
                 for r in all_rows if r.full is not None}
-    return Decisions(split=split, rstitch_tau=tau.entry.tau, relaygen_cue_set=cue.entry.cue_set, rules=rules,
-                     evidence={"large_only_accuracy": base.accuracy, "num_items": base.num_items,
-                               "runs": evidence})
+    return Decisions(split=split, rstitch_tau=tau.entry.tau, relaygen_cue_set=cue_set, rules=rules,
+                     evidence={"large_only_accuracy": base.accuracy, "num_items": base.num_items, "runs": evidence})
 
 
 def spec_compute_shares(results: MatrixResults, small_model: str, k: int) -> dict[str, float]:

@@ -7,7 +7,6 @@ written after every pass to ``OUT/results.json``; ``--resume`` skips passes alre
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -114,8 +113,10 @@ def _warm_up(client) -> None:
 
 
 def run_plan(entries: list[Entry], items, out: Path, latency_items: int, fmt, max_new_tokens: int = 512,
-             resume: bool = False, meta: dict | None = None, root: Path = Path(".")) -> MatrixResults:
+             resume: bool = False, meta: dict | None = None, root: Path = Path("."),
+             full_concurrency: int = FULL_CONCURRENCY) -> MatrixResults:
     """Run every pass of ``entries`` not already in ``out/results.json`` (with ``resume``)."""
+    from relay_ray.bench.console import measure_at_normal_priority
     from relay_ray.client import RelayClient
     from relay_ray.serve.local import load_serve_file, start_serve, stop_local
 
@@ -126,6 +127,7 @@ def run_plan(entries: list[Entry], items, out: Path, latency_items: int, fmt, ma
     if not todo:
         return results
     serve_file = load_serve_file(root / CONFIGS[next(iter(CONFIGS))])
+    measure_at_normal_priority()
     start_serve(serve_file)
     deployed = None
     try:
@@ -135,7 +137,7 @@ def run_plan(entries: list[Entry], items, out: Path, latency_items: int, fmt, ma
                     _deploy(entry.deployment, root)
                     _warm_up(client)
                     deployed = entry.deployment
-                _run_entry(client, entry, items, latency_items, fmt, max_new_tokens, results, path)
+                _run_entry(client, entry, items, latency_items, fmt, max_new_tokens, results, path, full_concurrency)
     finally:
         stop_local()
     return results
@@ -146,11 +148,12 @@ def _missing(entry: Entry, done: EntryResult | None) -> bool:
 
 
 def _run_entry(client, entry: Entry, items, latency_items: int, fmt, max_new_tokens: int,
-               results: MatrixResults, path: Path) -> None:
+               results: MatrixResults, path: Path, full_concurrency: int) -> None:
     record = results.entries.get(entry.label) or EntryResult(entry=entry)
     params = _params(entry, results)
     if entry.full and record.full is None:
-        record.full = _pass(client, entry, items, params, FULL_CONCURRENCY, fmt, max_new_tokens)
+        record.full = _pass(client, entry, items[:entry.items] if entry.items else items, params,
+                            full_concurrency, fmt, max_new_tokens)
         results.entries[entry.label] = record
         results.save(path)
     if entry.latency and record.latency is None:
@@ -159,5 +162,3 @@ def _run_entry(client, entry: Entry, items, latency_items: int, fmt, max_new_tok
         results.save(path)
 
 
-def write_meta(out: Path, meta: dict) -> None:
-    (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")

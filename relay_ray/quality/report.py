@@ -19,7 +19,7 @@ import statistics
 from pydantic import BaseModel, ConfigDict
 
 from relay_ray.bench.console import table
-from relay_ray.quality.compute import compute_share
+from relay_ray.quality.compute import compute_share, time_share
 from relay_ray.quality.runner import ItemResult
 from relay_ray.quality.runs import PolicyRun
 from relay_ray.quality.stats import paired, wilson
@@ -49,6 +49,7 @@ class Summary(BaseModel):
     speedup: float | None = None
     agreement_with_large: float | None = None
     large_compute_share: float | None = None
+    large_time_share: float | None = None
     mcnemar_p: float | None = None
     only_run_right: int | None = None  # items right in this run and wrong in large-only
     only_large_right: int | None = None
@@ -97,6 +98,7 @@ def against(summary: Summary, results: list[ItemResult], base: Summary, base_res
         "speedup": base.mean_latency_ms / summary.mean_latency_ms if summary.mean_latency_ms > 0 else None,
         "agreement_with_large": sum(agree) / len(agree) if agree else None,
         "large_compute_share": compute_share(results, base_results),
+        "large_time_share": time_share(results, base_results),
         "mcnemar_p": test.p_value, "only_run_right": test.only_run, "only_large_right": test.only_reference,
     })
 

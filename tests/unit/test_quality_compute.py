@@ -6,7 +6,7 @@ import pytest
 
 from relay_ray.quality.compute import (
     TierCost, compute_share, efficiency, handoffs_into_large, ideal_ms, large_computed_tokens,
-    speculative_large_positions,
+    speculative_large_positions, time_share,
 )
 from relay_ray.quality.runner import ItemResult, SegmentStat
 
@@ -100,3 +100,23 @@ def test_ideal_starts_with_the_first_tier_and_efficiency_sums_over_requests():
     hand = handoffs_into_large([relay], large)
     assert hand.into_large_per_request == 1 and hand.into_large_p50_ms == 40.0
     assert hand.into_large_p50_steps == pytest.approx(2.0)
+
+
+def test_the_first_large_segment_counts_its_whole_prefix():
+    """Another request's chat-template block in the cache is not this request's saving: the
+    figure must not depend on what ran before (large-only at c=16 starts 16 requests cold)."""
+    warm = _item("a", [SegmentStat(large=True, num_tokens=10, num_prompt_tokens=39, num_cached_tokens=32)])
+    cold = _item("a", [SegmentStat(large=True, num_tokens=10, num_prompt_tokens=39)])
+    assert large_computed_tokens(warm) == large_computed_tokens(cold) == 39 + 9
+    later = _item("b", [SegmentStat(large=True, num_tokens=10, num_prompt_tokens=39, num_cached_tokens=32),
+                        SegmentStat(large=False, num_tokens=40, num_prompt_tokens=49, num_cached_tokens=32),
+                        SegmentStat(large=True, num_tokens=2, num_prompt_tokens=89, num_cached_tokens=32)])
+    assert large_computed_tokens(later) == 48 + (89 - 32) + 1  # the later segment keeps its own cache hits
+
+
+def test_time_share_is_the_large_tier_busy_time():
+    base = [_item("a", [SegmentStat(large=True, num_tokens=100, prefill_ms=10.0, decode_ms=990.0)])]
+    relay = [_item("a", [SegmentStat(large=False, num_tokens=90, decode_ms=90.0),
+                         SegmentStat(large=True, num_tokens=10, prefill_ms=20.0, decode_ms=90.0)])]
+    assert time_share(relay, base) == pytest.approx(110.0 / 1000.0)
+    assert time_share([], base) is None

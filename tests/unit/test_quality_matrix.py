@@ -34,8 +34,10 @@ def test_final_plan_runs_every_row_of_the_issue_once():
     assert by["relayllm"].deployment == CALLER and by["random@relayllm"].match == "relayllm"
     assert by["spec decoding"].deployment == SPEC and by["large-only x2"].deployment == LARGE_X2
     assert not by["large-only x2"].latency and by["large-only"].latency
-    # the chosen tau / cue set are not run twice on the curves
+    # the chosen tau / cue set are not run twice on the curves; curve points run on 200 items
     assert [e.tau for e in plan if e.group is Group.TAU_SWEEP and e.tau == 0.12] == []
+    assert {e.items for e in plan if e.group in (Group.TAU_SWEEP, Group.CUE_SETS)} == {200}
+    assert by["relaygen"].items is None and by["large-only"].items is None
     # deployments are contiguous, so each is started once
     order = [e.deployment for e in plan]
     assert order == sorted(order, key=order.index)
@@ -45,7 +47,7 @@ def test_cue_sets_run_from_answer_only_to_every_task_cue():
     sets = cue_sets()
     assert sets["answer only"] == {"offload_sentences": False}
     assert set(sets["discourse cues"]["cues"]) < set(sets["calibrated"]["cues"]) < set(sets["all task cues"]["cues"])
-    assert "Next," in sets["calibrated + Next,"]["cues"]
+    assert {"Next,", "Now compute", "Wait, check"} <= set(sets["all task cues"]["cues"])
 
 
 @pytest.mark.parametrize("entries,msg", [
@@ -108,6 +110,7 @@ class FakeRelay:
 @pytest.fixture
 def fake_serve(monkeypatch):
     FakeRelay.requests = []
+    monkeypatch.setenv("RAY_worker_niceness", "0")  # run_plan sets it for Ray; keep this process's env
     monkeypatch.setattr(relay_ray.client, "RelayClient", FakeRelay)
     monkeypatch.setattr(relay_ray.serve.local, "start_serve", lambda *a, **k: None)
     monkeypatch.setattr(relay_ray.serve.local, "stop_local", lambda: None)
@@ -130,9 +133,8 @@ def _run(tmp_path, entries, resume=False):
 
 
 def test_dev_stage_decides_by_the_rules(tmp_path, fake_serve):
-    entries = [e for e in dev_plan() if e.policy != "relaygen"] + [
-        Entry(label="relaygen calibrated", policy="relaygen", cue_set="calibrated", latency=False,
-              group=Group.CUE_SETS)]
+    entries = dev_plan()
+    assert {e.policy for e in entries} == {"large-only", "rstitch"} and not any(e.latency for e in entries)
     results = _run(tmp_path, entries)
     assert fake_serve == [SCALED] and all(r.latency is None for r in results.entries.values())
     decisions = decide(results, "dev")
