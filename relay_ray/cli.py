@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
 from relay_ray.bench import command as bench_command
+from relay_ray.client import add_connection_args
 from relay_ray.errors import RelayInputError
 from relay_ray.policies import REGISTRY
 
@@ -99,14 +101,14 @@ def _print_response(response, policy: str, color: bool) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from relay_ray.client import RelayClient, build_request
+    from relay_ray.client import build_request, client_from_args
     from relay_ray.types import ChatMessage, Sampling
 
     sampling = Sampling(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed)
     prompt = [ChatMessage("user", args.prompt)] if args.chat else args.prompt
     request = build_request(prompt, args.policy, _policy_params(args), sampling, args.max_new_tokens, args.request_id)
     color = sys.stdout.isatty() and not args.no_color
-    with RelayClient(args.address, args.app, args.timeout_s) as client:
+    with client_from_args(args, args.timeout_s) as client:
         if args.stream:
             for event in client.generate_stream(request):
                 kind = event.WhichOneof("event")
@@ -146,8 +148,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # engines): take it back.
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    print(f"relay serving: gRPC on 127.0.0.1:{serve_file.grpc_port} (Ctrl-C stops). Try:\n"
-          f"  relay-ray generate \"{DEMO_PROMPT}\" --policy rstitch --tau 0.3", flush=True)
+    auth = "bearer token required (RELAY_RAY_TOKEN for relay-ray generate)" if serve_file.relay.auth.enabled \
+        else "no authentication"
+    print(f"relay serving (Ctrl-C stops): gRPC on every interface, port {serve_file.grpc_port} (Serve's gRPC proxy "
+          f"cannot bind one address: keep the port private, and give remote clients `relay-ray gateway` with TLS); "
+          f"{auth}. Try:\n  relay-ray generate \"{DEMO_PROMPT}\" --policy rstitch --tau 0.3", flush=True)
     try:
         while True:
             time.sleep(3600)
@@ -202,15 +207,43 @@ def cmd_tier_server(args: argparse.Namespace) -> int:
     config = TierConfig(model=args.model, dtype=args.dtype, max_model_len=args.max_model_len,
                         kv_cache_space_gib=args.kv_cache_space_gib, cpu_threads_bind=args.cpu_threads_bind)
 
+    from relay_ray.rpc.auth import TierSecret
+
+    secret = TierSecret(os.environ.get(args.secret_env, "") if args.secret_env else "")
+    if args.secret_env and not secret.value:
+        raise RelayInputError("--secret-env", f"${args.secret_env} is empty or unset")
+
     async def run() -> None:
         engine = VllmTierEngine(Tier(args.tier), config)
         await engine.start()
-        server, port = await start_segment_server(engine, args.host, args.port)
-        print(f"SegmentService ({args.tier}) listening on {args.host}:{port}", flush=True)
+        server, port = await start_segment_server(engine, args.host, args.port, authorize=secret.check)
+        access = "callers with the secret" if secret.value else "any caller (no --secret-env)"
+        print(f"SegmentService ({args.tier}) listening on {args.host}:{port} for {access}", flush=True)
         try:
             await server.wait_for_termination()
         finally:
             engine.shutdown()
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    import asyncio
+    from pathlib import Path
+
+    from relay_ray.rpc.gateway import start_gateway
+
+    for flag, value in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+        if not Path(value).is_file():
+            raise RelayInputError(flag, f"{value} does not exist")
+
+    async def run() -> None:
+        server, port = await start_gateway(args.listen, args.upstream, Path(args.tls_cert).read_bytes(),
+                                           Path(args.tls_key).read_bytes())
+        host = args.listen.rsplit(":", 1)[0]
+        print(f"TLS gateway on {host}:{port} -> {args.upstream}", flush=True)
+        await server.wait_for_termination()
 
     asyncio.run(run())
     return 0
@@ -249,8 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="send one prompt to a running relay (gRPC client)")
     p.add_argument("prompt", help="prompt text")
     p.add_argument("--chat", action="store_true", help="send the prompt as a user chat message")
-    p.add_argument("--address", default="127.0.0.1:9000", help="host:port of Serve's gRPC proxy")
-    p.add_argument("--app", default=None, help="Serve application name (when several run)")
+    add_connection_args(p)
     p.add_argument("--max-new-tokens", type=int, default=None, help="token budget (server default 256)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-p", type=float, default=1.0)
@@ -278,6 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_calibrate_arguments(p)
     p.set_defaults(func=_calibrate)
 
+    p = sub.add_parser("gateway", help="TLS endpoint for clients in front of Serve's (plaintext) gRPC port",
+                       description="Terminates TLS and forwards RelayService calls, with their metadata "
+                                   "(bearer token included), to Serve's gRPC port, which then stays private.")
+    p.add_argument("--listen", default="0.0.0.0:9443", help="host:port clients connect to with TLS")
+    p.add_argument("--upstream", default="127.0.0.1:9000", help="Serve's gRPC proxy (keep it private)")
+    p.add_argument("--tls-cert", required=True, metavar="PEM", help="server certificate chain")
+    p.add_argument("--tls-key", required=True, metavar="PEM", help="server private key")
+    p.set_defaults(func=cmd_gateway)
+
     p = sub.add_parser("tier-server", help="serve one tier engine over gRPC SegmentService")
     p.add_argument("--model", required=True, help="model folder")
     p.add_argument("--tier", choices=["large", "small"], required=True)
@@ -287,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-model-len", type=int, default=2048)
     p.add_argument("--kv-cache-space-gib", type=int, default=None)
     p.add_argument("--cpu-threads-bind", default=None)
+    p.add_argument("--secret-env", default=None, metavar="NAME",
+                   help="environment variable holding the secret callers must present (the controller's "
+                        "tier_secret_env); without it the port answers any caller: keep it on loopback")
     p.set_defaults(func=cmd_tier_server)
     return parser
 

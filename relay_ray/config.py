@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from relay_ray.autoscale.policy import TierScalingParams
+from relay_ray.controller.limits import InputLimits
 from relay_ray.policies import REGISTRY
 from relay_ray.telemetry.tracing import TracingConfig
 from relay_ray.types import Tier
@@ -56,6 +57,9 @@ class TierConfig(_Strict):
     enforce_eager: bool = Field(True, description="skip torch.compile / CUDA graphs (fast start)")
     tensor_parallel_size: int = Field(1, ge=1, le=64)
     kv_cache_space_gib: int | None = Field(None, ge=1, description="CPU: VLLM_CPU_KVCACHE_SPACE (whole GiB)")
+    kv_cache_memory_mib: int | None = Field(
+        None, ge=16, description="KV cache size in MiB (vLLM kv_cache_memory_bytes; CPU or GPU); finer than "
+        "kv_cache_space_gib, which it replaces")
     cpu_threads_bind: str | None = Field(None, description="CPU: VLLM_CPU_OMP_THREADS_BIND, e.g. '0'")
     cpu_threads_bind_by_replica: tuple[str, ...] = Field(
         (), description="CPU: one binding per replica rank (rank r uses entry r mod n); overrides cpu_threads_bind")
@@ -66,18 +70,30 @@ class TierConfig(_Strict):
     num_replicas: int = Field(1, ge=1, le=1024)
     num_cpus: float = Field(0.0, ge=0, description="Ray CPUs reserved per replica")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per replica; fractions pack replicas on a GPU")
-    max_ongoing_requests: int = Field(64, ge=1, description="segment jobs in flight per replica")
+    max_ongoing_requests: int = Field(64, ge=1, description="segment jobs in flight per replica (Serve handle)")
+    max_queued_requests: int = Field(-1, ge=-1, description="segment jobs queued per handle beyond that "
+                                     "(-1: unbounded; the controller's admission limit bounds the load)")
+    max_direct_segments: int | None = Field(
+        None, ge=1, description="segment jobs in flight per replica over its direct gRPC port; more are refused "
+        "with RESOURCE_EXHAUSTED and go through Serve instead (default: max_ongoing_requests)")
     request_router: Literal["affinity", "balanced"] = Field(
         "affinity", description="affinity: a request's segments stay on one replica (prefix cache); "
         "balanced: Serve's default power-of-two-choices (single-segment workloads)")
     autoscaling: TierScalingParams | None = Field(
         None, description="scale this tier on its own demand (replaces num_replicas)")
     speculative: SpeculativeConfig | None = Field(None, description="vLLM speculative decoding in this tier")
+    migration_limit: int = Field(
+        3, ge=0, le=100, description="times one segment is re-run on a healthy replica of this tier after "
+        "an infrastructure fault (replica or engine died, unreachable, stalled) before the request fails")
+    input_limits: InputLimits = Field(InputLimits(), description="bounds the replica checks segment jobs against "
+                                      "(the builder copies the controller's)")
 
     @model_validator(mode="after")
     def _check(self) -> TierConfig:
         if self.tensor_parallel_size > 1 and 0 < self.num_gpus < 1:
             raise ValueError("tensor_parallel_size > 1 needs whole GPUs (num_gpus >= 1)")
+        if self.kv_cache_space_gib is not None and self.kv_cache_memory_mib is not None:
+            raise ValueError("set kv_cache_memory_mib or kv_cache_space_gib, not both")
         return self
 
     @property
@@ -95,7 +111,10 @@ class TierConfig(_Strict):
 class ControllerConfig(_Strict):
     num_replicas: int = Field(1, ge=1, le=1024)
     num_cpus: float = Field(0.0, ge=0)
-    max_ongoing_requests: int = Field(256, ge=1)
+    max_ongoing_requests: int = Field(256, ge=1, description="requests relayed at once per controller replica")
+    max_queued_requests: int = Field(
+        512, ge=-1, description="requests waiting for a controller replica beyond max_ongoing_requests; more are "
+        "answered RESOURCE_EXHAUSTED at once (-1: unbounded)")
     max_new_tokens_limit: int = Field(4096, ge=1, description="largest max_new_tokens a request may ask")
     stream_interval_tokens: int = Field(8, ge=1, description="tokens per streamed text delta")
     default_policy: str = Field("relaygen", description="policy used when a request names none")
@@ -109,6 +128,14 @@ class ControllerConfig(_Strict):
     prefill_ahead_tiers: tuple[Tier, ...] = Field(
         (Tier.LARGE,), min_length=1, description="tiers prefill-ahead warms (the large tier's delta prefill is "
         "the expensive one)")
+    migration_backoff_s: float = Field(0.25, gt=0, le=60, description="wait before re-running a failed "
+                                       "segment; doubles with each further failure (max 4 s)")
+    segment_stall_timeout_s: float = Field(120.0, gt=0, le=3600, description="a segment stream silent for this "
+                                           "long counts as a dead replica (its segment is re-run elsewhere)")
+    input_limits: InputLimits = Field(InputLimits(), description="bounds on every client input")
+    tier_secret_env: str | None = Field(
+        None, description="grpc transport: environment variable holding the secret the standalone tier servers "
+        "expect (Serve-deployed tiers get the application's secret automatically)")
     large_endpoints: tuple[str, ...] = Field((), description="grpc transport: host:port of large tiers")
     small_endpoints: tuple[str, ...] = Field((), description="grpc transport: host:port of small tiers")
 
@@ -121,6 +148,17 @@ class ControllerConfig(_Strict):
         return self
 
 
+class AuthConfig(_Strict):
+    """Client authentication: where the valid bearer tokens are (never the tokens themselves)."""
+
+    tokens_file: str | None = Field(None, description="file with one token per line (re-read when it changes)")
+    tokens_env: str | None = Field(None, description="environment variable with comma-separated tokens")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.tokens_file or self.tokens_env)
+
+
 class RelayConfig(_Strict):
     """A relay deployment: two tiers and the controller in front of them."""
 
@@ -130,6 +168,7 @@ class RelayConfig(_Strict):
     small: TierConfig
     controller: ControllerConfig = ControllerConfig()
     tracing: TracingConfig = Field(TracingConfig(), description="OpenTelemetry exporter (set before Ray starts)")
+    auth: AuthConfig = Field(AuthConfig(), description="client authentication (off unless a token source is named)")
 
     def resolve_paths(self, base_dir: Path) -> RelayConfig:
         """Make relative local model/tokenizer paths absolute against ``base_dir``."""

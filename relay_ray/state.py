@@ -25,6 +25,18 @@ _EMPTY: Mapping = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
+class Totals:
+    """Counts of segments run before this state's ``segments`` (by another controller
+    replica, before a resume); zero for a request that started here."""
+
+    num_segments: int = 0
+    num_switches: int = 0
+    tokens: tuple[int, int] = (0, 0)  # committed (large, small)
+    generated: tuple[int, int] = (0, 0)  # including dropped tokens
+    last_tier: Tier | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RelayState:
     """Everything the relay loop knows about one request between segments.
 
@@ -32,6 +44,7 @@ class RelayState:
     text mode, where each tier tokenizes ``prompt_text + output_text`` itself).
     ``num_output_tokens`` counts committed tokens as the writing tiers counted them.
     ``memo`` is the policy's own small state (e.g. RelayLLM's pending call length).
+    ``earlier`` counts the segments that ran before ``segments`` (a resumed request).
     """
 
     request_id: str
@@ -47,6 +60,7 @@ class RelayState:
     segments: tuple[SegmentRecord, ...] = ()
     finish_reason: FinishReason | None = None
     memo: Mapping = field(default_factory=lambda: _EMPTY)
+    earlier: Totals = Totals()
 
     @property
     def done(self) -> bool:
@@ -58,7 +72,7 @@ class RelayState:
 
     @property
     def num_segments(self) -> int:
-        return len(self.segments)
+        return self.earlier.num_segments + len(self.segments)
 
     @property
     def think_open(self) -> bool:
@@ -115,12 +129,20 @@ class RelayState:
         return self if tier is self.tier else replace(self, tier=tier)
 
     def tokens_by_tier(self, include_dropped: bool = False) -> dict[Tier, int]:
-        counts = {Tier.LARGE: 0, Tier.SMALL: 0}
+        large, small = self.earlier.generated if include_dropped else self.earlier.tokens
+        counts = {Tier.LARGE: large, Tier.SMALL: small}
         for seg in self.segments:
             counts[seg.tier] += seg.num_tokens + (seg.num_dropped_tokens if include_dropped else 0)
         return counts
 
     @property
     def num_switches(self) -> int:
-        tiers = [s.tier for s in self.segments]
-        return sum(1 for a, b in zip(tiers, tiers[1:]) if a is not b)
+        tiers = [self.earlier.last_tier] * (self.earlier.last_tier is not None) + [s.tier for s in self.segments]
+        return self.earlier.num_switches + sum(1 for a, b in zip(tiers, tiers[1:]) if a is not b)
+
+    def totals(self) -> Totals:
+        """This state's counts, as a resumed request starts from them."""
+        tokens, generated = self.tokens_by_tier(), self.tokens_by_tier(include_dropped=True)
+        return Totals(self.num_segments, self.num_switches, (tokens[Tier.LARGE], tokens[Tier.SMALL]),
+                      (generated[Tier.LARGE], generated[Tier.SMALL]),
+                      self.segments[-1].tier if self.segments else self.earlier.last_tier)

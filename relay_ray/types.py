@@ -9,6 +9,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+# Markup the relay understands in model text (chat templates open the think block).
+THINK_START = "<think>"
+THINK_END = "</think>"
+THINK_CLOSE_TEXT = "\n</think>"  # appended when the budget ends inside an open think block
+CALL_OPEN = "<call>"  # RelayLLM: <call>n</call> asks the large model for n tokens
+CALL_CLOSE = "</call>"
+
 
 class Tier(enum.Enum):
     """Which model writes a segment."""
@@ -77,7 +84,9 @@ class StopRule:
     commit the tokens overlapping the match are dropped. ``word_start`` requires a stop
     string that begins with a letter to start at a word boundary, so ``"now"`` does not
     fire inside ``"know"``. No rule is evaluated before ``min_new_tokens`` tokens exist;
-    ``max_new_tokens`` always applies.
+    ``max_new_tokens`` always applies. ``retract_string`` is not a stop: it tells the tier that
+    the policy may drop everything from an occurrence of it (RelayLLM's ``<call>``), so such
+    text is not streamed before the segment ends.
     """
 
     max_new_tokens: int
@@ -87,6 +96,7 @@ class StopRule:
     word_start: bool = False
     stop_token_ids: tuple[int, ...] = ()
     entropy: EntropyRule | None = None
+    retract_string: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +134,9 @@ class SegmentJob:
     tokens complete a block of that many tokens (prefill-ahead needs exactly those moments).
     ``prefill_only`` jobs only fill the tier's prefix cache with ``prefix`` (prefill-ahead);
     their result carries no tokens and does not count as generated work.
+    ``resume_token_ids`` continue a segment that failed after producing them (migration): they
+    follow the prefix, count as the segment's first tokens and are not streamed again.
+    ``timeout_s > 0`` bounds the job: the tier aborts it after that long (the request deadline).
     """
 
     request_id: str
@@ -136,6 +149,8 @@ class SegmentJob:
     stream_interval_tokens: int = 0
     stream_block_tokens: int = 0
     prefill_only: bool = False
+    resume_token_ids: tuple[int, ...] = ()
+    timeout_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,10 +226,17 @@ class ChatMessage:
 
 @dataclass(frozen=True, slots=True)
 class PromptInput:
-    """A prompt as plain text or as chat messages (rendered with the large tier's template)."""
+    """A prompt as plain text or as chat messages (rendered with the large tier's template).
+
+    ``special_tokens`` says what the tier does with control-token strings (its tokenizer's
+    special and added tokens, e.g. ``<|im_start|>``, ``<think>``) inside chat message content:
+    ``reject`` the prompt, ``escape`` them (tokenized as plain text) or ``allow`` them. Plain
+    text prompts are tokenized as given (the caller writes the whole context).
+    """
 
     text: str = ""
     messages: tuple[ChatMessage, ...] = ()
+    special_tokens: str = "reject"
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +290,7 @@ class RelayStats:
     latency_ms: float
     finish_reason: FinishReason
     handoff_mode: HandoffMode
+    num_migrations: int = 0  # segments re-run on another replica after a tier fault
 
     @property
     def num_tokens(self) -> int:

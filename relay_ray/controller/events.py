@@ -9,16 +9,23 @@ from relay_ray.types import RelayStats, SegmentRecord, Tier
 
 @dataclass(frozen=True, slots=True)
 class TextDelta:
-    """New text of the running segment (streamed only when asked for)."""
+    """New text of the running segment (streamed only when asked for): final, never taken
+    back. ``token_ids`` are the tokens it decodes from (the writing tier's tokenizer)."""
 
     segment_index: int
     tier: Tier
     text: str
+    token_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class SegmentFinished:
+    """A segment ended; ``resume_token`` (when the controller has a resume secret) lets a
+    client resume the request from here on any controller replica."""
+
     record: SegmentRecord
+    resume_token: bytes = b""
+    token_ids: tuple[int, ...] = ()  # the segment's committed ids (token-id handoff)
 
 
 @dataclass(frozen=True, slots=True)

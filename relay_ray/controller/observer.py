@@ -9,6 +9,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager, nullcontext
 
 from relay_ray.controller.events import RelayResult
+from relay_ray.errors import FailureCause
 from relay_ray.types import SegmentJob, SegmentRecord, Tier
 
 
@@ -20,7 +21,11 @@ class RequestObservation:
 
 
 class SegmentObservation:
-    """Handed out for one segment job; ``finished`` is called once with its record."""
+    """Handed out for one segment job; ``migrated`` is called before each re-run after a
+    tier fault, ``finished`` once with its record."""
+
+    def migrated(self, cause: FailureCause, failure: int) -> None:
+        pass
 
     def finished(self, record: SegmentRecord) -> None:
         pass

@@ -12,8 +12,8 @@ from relay_ray.types import PreparedPrompt, PromptInput, SegmentDelta, SegmentJo
 class TierClient(Protocol):
     """One tier (all its replicas) as seen from the controller.
 
-    Implementations: Serve deployment handles (``engines.handle_client``) and gRPC
-    ``SegmentService`` channels (``engines.grpc_client``). Jobs with the same
+    Implementations in :mod:`relay_ray.transport`: Serve deployment handles, direct gRPC to
+    the replica Serve picked, fixed ``SegmentService`` endpoints. Jobs with the same
     ``request_id`` go to the same replica while it is healthy (prefix-cache affinity).
     """
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from relay_ray.controller.attempts import RetryPolicy
+from relay_ray.controller.limits import InputLimits, check_request
 from relay_ray.errors import RelayInputError
 from relay_ray.policies import Policy, make_policy
 from relay_ray.types import PreparedPrompt, RelayRequest, Tier, TierInfo
@@ -17,7 +19,7 @@ class ControllerLimits:
     """Limits the controller enforces on every request."""
 
     max_new_tokens: int = 4096
-    max_prompt_chars: int = 1_000_000
+    input: InputLimits = InputLimits()  # bounds on every client input (controller/limits.py)
     stream_interval_tokens: int = 8
     max_segments: int | None = None  # None: 2 * max_new_tokens + 16 per request
     # Warm the idle tier's prefix cache (controller/prefill_ahead.py). Off by default: on the
@@ -26,10 +28,16 @@ class ControllerLimits:
     # Only the large tier by default: its delta prefill is the expensive one; warming the
     # small one saves little and costs a call.
     prefill_ahead_tiers: frozenset[Tier] = frozenset({Tier.LARGE})
+    # Segment migration after a tier fault, per tier (controller/attempts.py).
+    retry: Mapping[Tier, RetryPolicy] = field(default_factory=lambda: {tier: RetryPolicy() for tier in Tier})
+
+    def retry_policy(self, tier: Tier) -> RetryPolicy:
+        return self.retry.get(tier) or RetryPolicy()
 
 
 def validate_request(request: RelayRequest, limits: ControllerLimits) -> Policy:
     """Check a request before any tier is called; return its policy, ready to run."""
+    check_request(request, limits.input)
     prompt = request.prompt
     if prompt.text and prompt.messages:
         raise RelayInputError("prompt", "give either text or messages, not both")
@@ -40,15 +48,10 @@ def validate_request(request: RelayRequest, limits: ControllerLimits) -> Policy:
                     f"prompt.messages[{i}].role",
                     f"invalid role {msg.role!r}; use one of {', '.join(CHAT_ROLES)}",
                 )
-        size = sum(len(m.content) for m in prompt.messages)
-        if size == 0:
+        if not any(m.content for m in prompt.messages):
             raise RelayInputError("prompt.messages", "all messages are empty")
     elif not prompt.text.strip():
         raise RelayInputError("prompt", "the prompt is empty")
-    else:
-        size = len(prompt.text)
-    if size > limits.max_prompt_chars:
-        raise RelayInputError("prompt", f"{size} characters exceed the limit of {limits.max_prompt_chars}")
     if not 1 <= request.max_new_tokens <= limits.max_new_tokens:
         raise RelayInputError(
             "max_new_tokens", f"must be between 1 and {limits.max_new_tokens}, got {request.max_new_tokens}"

@@ -2,14 +2,14 @@
 
 Pure logic (no engine import): the tier feeds every new token to :class:`SegmentStopper`
 and aborts generation when it reports a stop. Matching semantics are in ``StopRule``'s
-docstring; see ``docs/stop-rules.md`` for the worked cases.
+docstring; ``docs/policies.md`` (Stop rules) has the worked cases.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from relay_ray.types import Commit, FinishReason, SegmentJob, StopRule
+from relay_ray.types import Commit, FinishReason, StopRule
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,15 +101,3 @@ class SegmentStopper:
             return True
         before = self.text[pos - 1] if pos > 0 else self._context_char
         return not before.isalnum()
-
-
-def delta_due(job: SegmentJob, prefix_len: int, emitted: int, generated: int) -> bool:
-    """Whether a streaming tier owes the controller a delta after ``generated`` tokens, the
-    last delta having covered ``emitted``: every ``stream_interval_tokens`` tokens, and
-    whenever the prefix plus the tokens reach a multiple of ``stream_block_tokens``."""
-    if generated <= emitted:
-        return False
-    interval, block = job.stream_interval_tokens, job.stream_block_tokens
-    if interval and generated - emitted >= interval:
-        return True
-    return bool(block) and (prefix_len + generated) // block > (prefix_len + emitted) // block

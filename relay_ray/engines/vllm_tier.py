@@ -7,20 +7,22 @@ replica. ``vllm`` is imported lazily so that importing this module stays cheap.
 
 from __future__ import annotations
 
-import hashlib
-import json
+import asyncio
+import contextlib
 import os
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from relay_ray.config import TierConfig
 from relay_ray.engines.detok import IncrementalDecoder
-from relay_ray.engines.signals import normalized_entropy, top_margin
-from relay_ray.engines.stopping import SegmentStopper, StopDecision, delta_due
-from relay_ray.errors import RelayInputError
+from relay_ray.engines.lifecycle import bind_to_replica
+from relay_ray.engines.prompts import guard_control_tokens, model_display_name, tokenizer_fingerprint
+from relay_ray.engines.segment_run import SegmentRun, TokenOutput
+from relay_ray.errors import FailureCause, RelayInputError, TierUnavailableError
 from relay_ray.types import (
-    FinishReason,
+    THINK_CLOSE_TEXT,
     PreparedPrompt,
     PromptInput,
     SegmentDelta,
@@ -29,17 +31,7 @@ from relay_ray.types import (
     SegmentTiming,
     Tier,
     TierInfo,
-    TokenSignals,
 )
-
-
-def tokenizer_fingerprint(tokenizer) -> str:
-    """Identical for tokenizers that map every string to the same ids."""
-    payload = json.dumps(
-        {"vocab": tokenizer.get_vocab(), "special": sorted(map(str, tokenizer.all_special_tokens))},
-        sort_keys=True,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def apply_cpu_env(config: TierConfig) -> None:
@@ -49,6 +41,18 @@ def apply_cpu_env(config: TierConfig) -> None:
     if config.cpu_threads_bind is not None:
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = config.cpu_threads_bind
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@contextlib.asynccontextmanager
+async def _engine_errors():
+    """A dead engine is an infrastructure fault (the controller re-runs the segment on
+    another replica; Serve restarts this one when its health check fails)."""
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    try:
+        yield
+    except EngineDeadError as exc:
+        raise TierUnavailableError(f"engine dead: {exc}", FailureCause.ENGINE_DEAD) from None
 
 
 class VllmTierEngine:
@@ -61,6 +65,7 @@ class VllmTierEngine:
         self.engine = None
         self.tokenizer = None
         self._info: TierInfo | None = None
+        self._controls: tuple[str, ...] | None = None
 
     async def start(self) -> None:
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -68,6 +73,7 @@ class VllmTierEngine:
 
         cfg = self.config
         apply_cpu_env(cfg)
+        bind_to_replica()  # the engine core process must not outlive this one
         args = AsyncEngineArgs(
             model=cfg.model,
             tokenizer=cfg.tokenizer,
@@ -81,6 +87,7 @@ class VllmTierEngine:
             max_logprobs=cfg.max_logprobs,
             seed=cfg.seed,
             **({"gpu_memory_utilization": cfg.gpu_memory_utilization} if cfg.gpu_memory_utilization else {}),
+            **({"kv_cache_memory_bytes": cfg.kv_cache_memory_mib << 20} if cfg.kv_cache_memory_mib else {}),
             **({"speculative_config": cfg.speculative.engine_config()} if cfg.speculative else {}),
             **({"distributed_executor_backend": "ray"} if cfg.on_gpu and cfg.tensor_parallel_size > 1 else {}),
         )
@@ -89,12 +96,12 @@ class VllmTierEngine:
         eos = self.tokenizer.eos_token_id
         self._info = TierInfo(
             tier=self.tier,
-            model=cfg.model,
+            model=model_display_name(cfg.model),
             tokenizer_fingerprint=tokenizer_fingerprint(self.tokenizer),
             vocab_size=self.engine.model_config.get_vocab_size(),
             max_model_len=cfg.max_model_len,
             eos_token_ids=(eos,) if eos is not None else (),
-            think_close_token_ids=tuple(self.tokenizer.encode("\n</think>", add_special_tokens=False)),
+            think_close_token_ids=tuple(self.tokenizer.encode(THINK_CLOSE_TEXT, add_special_tokens=False)),
             replica_id=self.replica_id,
             block_size=cfg.block_size,
         )
@@ -119,7 +126,9 @@ class VllmTierEngine:
     def prepare(self, prompt: PromptInput) -> PreparedPrompt:
         """Render chat messages with this model's template, then tokenize."""
         if prompt.messages:
-            messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
+            messages = [{"role": m.role, "content": guard_control_tokens(m.content, self._control_tokens(),
+                                                                         prompt.special_tokens, i)}
+                        for i, m in enumerate(prompt.messages)]
             try:
                 text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
             except Exception as exc:  # template errors are the caller's input problem
@@ -129,6 +138,12 @@ class VllmTierEngine:
             text = prompt.text
             ids = self.tokenizer.encode(text)
         return PreparedPrompt(token_ids=tuple(ids), text=text)
+
+    def _control_tokens(self) -> tuple[str, ...]:
+        if self._controls is None:
+            added = getattr(self.tokenizer, "get_added_vocab", dict)()
+            self._controls = tuple(sorted({*self.tokenizer.all_special_tokens, *added}, key=len, reverse=True))
+        return self._controls
 
     def _sampling_params(self, job: SegmentJob, max_tokens: int):
         from vllm import SamplingParams
@@ -150,101 +165,77 @@ class VllmTierEngine:
             stream_interval=1,
         )
 
+    def _segment_run(self, job: SegmentJob) -> SegmentRun:
+        prefix = self.tokenizer.encode(job.prefix_text) if job.prefix_text is not None else job.prefix_token_ids
+        info = self._info
+        return SegmentRun(job, prefix, IncrementalDecoder(self.tokenizer, prefix),
+                          max_model_len=self.config.max_model_len, eos_token_ids=info.eos_token_ids if info else ())
+
     async def stream_segment(self, job: SegmentJob) -> AsyncIterator[SegmentDelta | SegmentResult]:
-        """Run one segment; yield deltas every ``job.stream_interval_tokens``, then the result."""
+        """Run one segment; yield the deltas its job asks for, then the result.
+
+        The engine request is aborted as soon as the stop rule fires, when ``job.timeout_s``
+        passes (raising :class:`TimeoutError`), or when the caller stops iterating
+        (cancellation): vLLM's ``generate`` aborts its request when closed.
+        """
         from vllm.inputs import TokensPrompt
 
         t_submit = time.perf_counter()
-        if job.prefix_text is not None:
-            prefix = self.tokenizer.encode(job.prefix_text)
-        else:
-            prefix = list(job.prefix_token_ids)
-        max_tokens = min(job.stop.max_new_tokens, self.config.max_model_len - len(prefix))
-        if job.prefill_only:
-            max_tokens = min(max_tokens, 1)
-        decoder = IncrementalDecoder(self.tokenizer, prefix)
-        eos = () if job.sampling.ignore_eos or not self._info else self._info.eos_token_ids
-        stopper = SegmentStopper(job.stop, decoder.context_text() if job.stop.word_start else "", eos)
-        sig = job.signals
-        want_entropy = sig.entropy or job.stop.entropy is not None
-        logprob_list, entropy_list, margin_list = [], [], []
-        decision: StopDecision | None = None
-        finish_reason = FinishReason.LENGTH
-        num_cached = 0
-        queue_ms = prefill_ms = 0.0
-        t_first = None
-        emitted = 0
-        if max_tokens <= 0:
-            decision = StopDecision(FinishReason.LENGTH, 0)
-        else:
+        run = self._segment_run(job)
+        timing, num_cached = SegmentTiming(), 0
+        if not run.done:
             rid = f"{job.request_id}-{job.segment_index}-{uuid.uuid4().hex[:6]}"
-            params = self._sampling_params(job, max_tokens)
-            k = self.config.max_logprobs
-            async for out in self.engine.generate(TokensPrompt(prompt_token_ids=prefix), params, rid):
-                if t_first is None:
-                    t_first = time.perf_counter()
-                    queue_ms, prefill_ms = self._ttft_split(out, (t_first - t_submit) * 1000.0)
-                num_cached = max(num_cached, out.num_cached_tokens or 0)
-                c = out.outputs[0]
-                for i, token_id in enumerate(c.token_ids):
-                    piece = decoder.push(token_id)
-                    entropy = None
-                    if c.logprobs:
-                        top = [lp.logprob for lp in c.logprobs[i].values() if lp.rank is not None and lp.rank <= k]
-                        if sig.logprob:
-                            logprob_list.append(c.logprobs[i][token_id].logprob)
-                        if want_entropy:
-                            entropy = normalized_entropy(top, self._info.vocab_size if self._info else 2)
-                            entropy_list.append(entropy)
-                        if sig.margin:
-                            margin_list.append(top_margin(top))
-                    decision = stopper.push(token_id, piece, entropy)
-                    if decision is not None:
-                        break
-                if decision is not None:
-                    if not out.finished:
-                        await self.engine.abort(rid)
-                    break
-                if out.finished:
-                    finish_reason = FinishReason.EOS if c.finish_reason == "stop" else FinishReason.LENGTH
-                    break
-                if delta_due(job, len(prefix), emitted, stopper.num_tokens):
-                    yield SegmentDelta(tuple(stopper.token_ids[emitted:]), stopper.text[len(stopper.kept_text(emitted)):])
-                    emitted = stopper.num_tokens
-        t_end = time.perf_counter()
-        n_kept = decision.num_kept_tokens if decision else stopper.num_tokens
-        num_dropped = stopper.num_tokens - n_kept
-        if job.prefill_only:  # the sampled token is not part of any answer
-            n_kept = num_dropped = 0
-        keep = slice(0, n_kept)
-        yield SegmentResult(
-            token_ids=tuple(stopper.token_ids[keep]),
-            text=stopper.kept_text(n_kept),
-            finish_reason=decision.finish_reason if decision else finish_reason,
-            text_offsets=tuple(stopper.text_offsets[keep]),
-            matched_stop=decision.matched_stop if decision else "",
-            num_dropped_tokens=num_dropped,
-            num_prompt_tokens=len(prefix),
-            num_cached_tokens=num_cached,
-            signals=TokenSignals(tuple(logprob_list[keep]), tuple(entropy_list[keep]), tuple(margin_list[keep])),
-            timing=SegmentTiming(
-                queue_ms=queue_ms,
-                prefill_ms=prefill_ms,
-                decode_ms=(t_end - t_first) * 1000.0 if t_first else 0.0,
-                total_ms=(t_end - t_submit) * 1000.0,
-            ),
-            replica_id=self.replica_id,
-        )
+            stream = self.engine.generate(TokensPrompt(prompt_token_ids=run.engine_prefix_ids),
+                                          self._sampling_params(job, run.max_engine_tokens), rid)
+            t_first = None
+            try:
+                async with _engine_errors(), asyncio.timeout(job.timeout_s or None):
+                    async for out in stream:
+                        if t_first is None:
+                            t_first = time.perf_counter()
+                            timing = self._ttft_split(out, (t_first - t_submit) * 1000.0)
+                        num_cached = max(num_cached, out.num_cached_tokens or 0)
+                        if self._push_outputs(run, out):
+                            break
+                        delta = run.take_delta()
+                        if delta is not None:
+                            yield delta
+            finally:
+                await stream.aclose()  # aborts the engine request if it is still running
+            t_end = time.perf_counter()
+            timing = replace(timing, decode_ms=(t_end - t_first) * 1000.0 if t_first else 0.0,
+                             total_ms=(t_end - t_submit) * 1000.0)
+        yield run.result(replica_id=self.replica_id, num_cached_tokens=num_cached, timing=timing)
+
+    def _push_outputs(self, run: SegmentRun, out) -> bool:
+        """Feed one engine step's new tokens to ``run``; True when the segment is over."""
+        c = out.outputs[0]
+        k = self.config.max_logprobs
+        vocab_size = self._info.vocab_size if self._info else 2
+        for i, token_id in enumerate(c.token_ids):
+            token = TokenOutput(token_id)
+            if c.logprobs:
+                step = c.logprobs[i]
+                top = [lp.logprob for lp in step.values() if lp.rank is not None and lp.rank <= k]
+                logprob = step[token_id].logprob if token_id in step else None
+                token = TokenOutput.from_top_logprobs(token_id, logprob, top, vocab_size, run.wants_entropy,
+                                                      run.job.signals.margin)
+            if run.push(token):
+                return True
+        if out.finished:
+            run.engine_finished(eos=c.finish_reason == "stop")
+            return True
+        return False
 
     @staticmethod
-    def _ttft_split(out, ttft_ms: float) -> tuple[float, float]:
+    def _ttft_split(out, ttft_ms: float) -> SegmentTiming:
         """Split time-to-first-token into queueing and prefill using engine timestamps."""
         m = getattr(out, "metrics", None)
         queued, scheduled, first = (getattr(m, a, 0.0) for a in ("queued_ts", "scheduled_ts", "first_token_ts"))
         if m is None or not (queued and scheduled and first) or first < scheduled:
-            return 0.0, ttft_ms
+            return SegmentTiming(prefill_ms=ttft_ms)
         queue_ms = max(0.0, (scheduled - queued) * 1000.0)
-        return queue_ms, max(0.0, ttft_ms - queue_ms)
+        return SegmentTiming(queue_ms=queue_ms, prefill_ms=max(0.0, ttft_ms - queue_ms))
 
     async def check_health(self) -> None:
         """Raises if the engine is dead."""

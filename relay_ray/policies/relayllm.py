@@ -15,9 +15,7 @@ from pydantic import Field
 
 from relay_ray.policies.base import Policy, PolicyParams, SegmentPlan, Transition
 from relay_ray.state import RelayState
-from relay_ray.types import FinishReason, SegmentResult, StopRule, Tier
-
-CALL_CLOSE = "</call>"
+from relay_ray.types import CALL_CLOSE, CALL_OPEN, FinishReason, SegmentResult, StopRule, Tier
 _CALL_RE = re.compile(r"<call>\s*(\d+)\s*</call>\s*$")
 
 
@@ -39,7 +37,9 @@ class RelayLLMPolicy(Policy):
             n = int(state.memo.get("pending_call_tokens", 1))
             return SegmentPlan(Tier.LARGE, StopRule(max_new_tokens=self.budget(state, n)))
         calls_left = int(state.memo.get("num_calls", 0)) < self.params.max_calls
-        stop = StopRule(max_new_tokens=self.budget(state), stop_strings=(CALL_CLOSE,) if calls_left else ())
+        # A command is removed from the text once complete, so a stream must not show it early.
+        stop = StopRule(max_new_tokens=self.budget(state), stop_strings=(CALL_CLOSE,) if calls_left else (),
+                        retract_string=CALL_OPEN if calls_left else "")
         return SegmentPlan(Tier.SMALL, stop)
 
     def transition(self, state: RelayState, plan: SegmentPlan, result: SegmentResult) -> Transition:

@@ -7,6 +7,7 @@ import uuid
 from google.protobuf.message import Message
 
 from relay_ray.controller.events import RelayResult, SegmentFinished, TextDelta
+from relay_ray.controller.resume import ResumeInput
 from relay_ray.errors import RelayInputError
 from relay_ray.types import (
     ChatMessage,
@@ -68,9 +69,10 @@ def _set_fields(msg: Message) -> dict:
 
 def prompt_from_pb(msg: Message) -> PromptInput:
     which = msg.WhichOneof("prompt")
+    mode = {"special_tokens": msg.special_tokens} if getattr(msg, "special_tokens", "") else {}
     if which == "chat":
-        return PromptInput(messages=tuple(ChatMessage(m.role, m.content) for m in msg.chat.messages))
-    return PromptInput(text=msg.text if which == "text" else "")
+        return PromptInput(messages=tuple(ChatMessage(m.role, m.content) for m in msg.chat.messages), **mode)
+    return PromptInput(text=msg.text if which == "text" else "", **mode)
 
 
 def prompt_to_pb(prompt: PromptInput, msg: Message) -> Message:
@@ -78,6 +80,8 @@ def prompt_to_pb(prompt: PromptInput, msg: Message) -> Message:
         msg.chat.messages.extend(rpb.ChatMessage(role=m.role, content=m.content) for m in prompt.messages)
     else:
         msg.text = prompt.text
+    if hasattr(msg, "special_tokens"):
+        msg.special_tokens = prompt.special_tokens
     return msg
 
 
@@ -161,7 +165,7 @@ def result_to_pb(result: RelayResult) -> rpb.GenerateResponse:
         small_generated_tokens=s.generated_by_tier[Tier.SMALL],
         num_switches=s.num_switches, num_segments=s.num_segments, latency_ms=s.latency_ms,
         finish_reason=int(s.finish_reason), large_token_share=s.large_token_share,
-        handoff_mode=s.handoff_mode.value,
+        handoff_mode=s.handoff_mode.value, num_migrations=s.num_migrations,
     )
     return rpb.GenerateResponse(
         request_id=result.request_id, text=result.text, token_ids=list(result.token_ids),
@@ -171,11 +175,25 @@ def result_to_pb(result: RelayResult) -> rpb.GenerateResponse:
 
 def event_to_pb(request_id: str, event) -> rpb.GenerateStreamResponse:
     if isinstance(event, TextDelta):
-        delta = rpb.TextDelta(segment_index=event.segment_index, tier=tier_to_pb(event.tier), text=event.text)
+        delta = rpb.TextDelta(segment_index=event.segment_index, tier=tier_to_pb(event.tier), text=event.text,
+                              token_ids=list(event.token_ids))
         return rpb.GenerateStreamResponse(request_id=request_id, delta=delta)
     if isinstance(event, SegmentFinished):
-        return rpb.GenerateStreamResponse(request_id=request_id, segment_end=segment_record_to_pb(event.record))
+        info = segment_record_to_pb(event.record)
+        info.token_ids.extend(event.token_ids)
+        return rpb.GenerateStreamResponse(request_id=request_id, segment_end=info, resume_token=event.resume_token)
     return rpb.GenerateStreamResponse(request_id=event.request_id, final=result_to_pb(event))
+
+
+def resume_from_pb(msg: rpb.GenerateRequest) -> ResumeInput | None:
+    """The request's resume fields, or None for a fresh request."""
+    if not msg.HasField("resume"):
+        return None
+    r = msg.resume
+    if not r.token and (r.output_token_ids or r.output_text):
+        raise RelayInputError("resume.token", "committed output can only be resumed with the token that came with it")
+    return ResumeInput(bytes(r.token), tuple(r.output_token_ids), r.output_text, tuple(r.partial_token_ids),
+                       r.partial_text)
 
 
 # ---- segment service ---------------------------------------------------------------
@@ -185,7 +203,7 @@ def stop_rule_to_pb(rule: StopRule) -> spb.StopRule:
         max_new_tokens=rule.max_new_tokens, min_new_tokens=rule.min_new_tokens,
         stop_strings=list(rule.stop_strings), word_start=rule.word_start,
         string_commit=spb.COMMIT_EXCLUSIVE if rule.string_commit is Commit.EXCLUSIVE else spb.COMMIT_INCLUSIVE,
-        stop_token_ids=list(rule.stop_token_ids),
+        stop_token_ids=list(rule.stop_token_ids), retract_string=rule.retract_string,
     )
     if rule.entropy is not None:
         e = rule.entropy
@@ -206,6 +224,7 @@ def stop_rule_from_pb(msg: spb.StopRule) -> StopRule:
         stop_strings=tuple(msg.stop_strings),
         string_commit=Commit.EXCLUSIVE if msg.string_commit == spb.COMMIT_EXCLUSIVE else Commit.INCLUSIVE,
         word_start=msg.word_start, stop_token_ids=tuple(msg.stop_token_ids), entropy=entropy,
+        retract_string=msg.retract_string,
     )
 
 
@@ -215,7 +234,8 @@ def job_to_pb(job: SegmentJob) -> spb.SegmentJob:
         sampling=sampling_to_pb(job.sampling),
         signals=spb.Signals(logprob=job.signals.logprob, entropy=job.signals.entropy, margin=job.signals.margin),
         stream_interval_tokens=job.stream_interval_tokens, prefill_only=job.prefill_only,
-        stream_block_tokens=job.stream_block_tokens,
+        stream_block_tokens=job.stream_block_tokens, resume_token_ids=list(job.resume_token_ids),
+        timeout_s=job.timeout_s,
     )
     if job.prefix_text is not None:
         msg.prefix_text = job.prefix_text
@@ -232,7 +252,8 @@ def job_from_pb(msg: spb.SegmentJob) -> SegmentJob:
         sampling=sampling, prefix_token_ids=tuple(msg.prefix_token_ids.ids), prefix_text=text,
         signals=SignalRequest(msg.signals.logprob, msg.signals.entropy, msg.signals.margin),
         stream_interval_tokens=msg.stream_interval_tokens, prefill_only=msg.prefill_only,
-        stream_block_tokens=msg.stream_block_tokens,
+        stream_block_tokens=msg.stream_block_tokens, resume_token_ids=tuple(msg.resume_token_ids),
+        timeout_s=msg.timeout_s,
     )
 
 

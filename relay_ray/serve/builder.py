@@ -6,6 +6,7 @@ config files (``cluster/*.yaml``), which pass the config as the application's ``
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 from ray import serve
@@ -35,6 +36,7 @@ def tier_deployment_options(tier: Tier, cfg: TierConfig) -> dict:
         "name": TIER_DEPLOYMENT_NAMES[tier],
         "num_replicas": cfg.num_replicas,
         "max_ongoing_requests": cfg.max_ongoing_requests,
+        "max_queued_requests": cfg.max_queued_requests,
         # VLLM_CONFIGURE_LOGGING=0: vLLM must not replace the logging config Serve set up.
         "ray_actor_options": {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus,
                               "runtime_env": {"env_vars": {"VLLM_CONFIGURE_LOGGING": "0"}}},
@@ -57,20 +59,44 @@ def tier_deployment_options(tier: Tier, cfg: TierConfig) -> dict:
     return options
 
 
-def build_app(config: RelayConfig) -> Application:
-    """The relay application: LargeTier and SmallTier deployments behind RelayController."""
+# Deployment-level settings: Serve applies a change of these without restarting replicas
+# only if the replicas' own arguments do not change with them.
+_SCALING_FIELDS = {"num_replicas", "autoscaling", "migration_limit", "request_router", "max_queued_requests",
+                   "max_ongoing_requests"}
+
+
+def replica_args(cfg: TierConfig) -> dict:
+    """What a tier replica needs of its config (no scaling fields: see above)."""
+    bound = cfg.max_direct_segments or cfg.max_ongoing_requests
+    return cfg.model_copy(update={"max_direct_segments": bound}).model_dump(mode="json", exclude=_SCALING_FIELDS)
+
+
+def build_app(config: RelayConfig, app_secret: str | None = None) -> Application:
+    """The relay application: LargeTier and SmallTier deployments behind RelayController.
+
+    ``app_secret`` (random when not given) is handed to the controller and tier replicas
+    through Ray: it signs the resume tokens any controller replica of this application
+    accepts, and tier replicas serve their direct gRPC port only to callers presenting it.
+    """
     tiers = {}
+    secret = app_secret or secrets.token_hex(32)
     for tier, tier_cfg in ((Tier.LARGE, config.large), (Tier.SMALL, config.small)):
         deployment = serve.deployment(TierServer).options(**tier_deployment_options(tier, tier_cfg))
-        tiers[tier] = deployment.bind(tier.value, tier_cfg.model_dump(mode="json"))
+        tier_cfg = tier_cfg.model_copy(update={"input_limits": config.controller.input_limits})
+        tiers[tier] = deployment.bind(tier.value, replica_args(tier_cfg), secret)
     c = config.controller
     ingress = serve.deployment(RelayIngress).options(
         name=CONTROLLER_DEPLOYMENT_NAME,
         num_replicas=c.num_replicas,
         max_ongoing_requests=c.max_ongoing_requests,
+        max_queued_requests=c.max_queued_requests,
         ray_actor_options={"num_cpus": c.num_cpus},
     )
-    return ingress.bind(tiers[Tier.LARGE], tiers[Tier.SMALL], c.model_dump(mode="json"))
+    # Only what the controller uses: scaling a tier (num_replicas, autoscaling) must not
+    # change the controller's arguments, or Serve would restart the controller replicas.
+    migration_limits = {"large": config.large.migration_limit, "small": config.small.migration_limit}
+    return ingress.bind(tiers[Tier.LARGE], tiers[Tier.SMALL], c.model_dump(mode="json"), migration_limits, secret,
+                        config.auth.model_dump(mode="json"))
 
 
 def app_builder(args: dict) -> Application:

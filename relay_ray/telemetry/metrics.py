@@ -1,5 +1,10 @@
 """Every metric relay_ray exports, in one place. Ray prefixes names with ``ray_`` on the
-Prometheus endpoint (``ray_relay_switches_total`` ...)."""
+Prometheus endpoint (``ray_relay_switches_total`` ...).
+
+Every metric also carries an ``application`` tag (the Serve application of the controller
+or tier replica that records it), so several relay applications on one cluster, or one
+application's dashboards, are told apart.
+"""
 
 from __future__ import annotations
 
@@ -34,26 +39,36 @@ INFLIGHT_SEGMENTS = MetricSpec("relay_inflight_segments", "gauge", "segment jobs
 DEMAND_TOKENS_PER_S = MetricSpec("relay_demand_tokens_per_s", "gauge",
                                  "tokens written per second per tier (sliding window)", ("tier",))
 SWITCHES_PER_S = MetricSpec("relay_switches_per_s", "gauge", "tier switches per second (sliding window)", ())
+MIGRATIONS = MetricSpec("relay_migrations_total", "counter",
+                        "segments re-run on a healthy replica after a tier fault", ("tier", "cause"))
 
 ALL = (REQUESTS, SEGMENTS, SWITCHES, TOKENS, SEGMENT_LATENCY, HANDOFF_OVERHEAD, PREFIX_PROMPT_TOKENS,
-       PREFIX_CACHED_TOKENS, PREFIX_HIT_RATIO, INFLIGHT_SEGMENTS, DEMAND_TOKENS_PER_S, SWITCHES_PER_S)
+       PREFIX_CACHED_TOKENS, PREFIX_HIT_RATIO, INFLIGHT_SEGMENTS, DEMAND_TOKENS_PER_S, SWITCHES_PER_S, MIGRATIONS)
+# Exported only once something happens (no fault, no series): not required on a scrape.
+ON_EVENT = (MIGRATIONS,)
+
+
+APPLICATION_TAG = "application"
 
 
 class RayMetrics:
-    """Creates the Ray metric objects (in the process that records them)."""
+    """Creates the Ray metric objects (in the process that records them), tagged with the
+    Serve ``application`` they belong to."""
 
-    def __init__(self) -> None:
+    def __init__(self, application: str = "") -> None:
         from ray.util import metrics as m
 
         self._by_name = {}
+        default_tags = {APPLICATION_TAG: application}
         for spec in ALL:
+            tag_keys = (*spec.tag_keys, APPLICATION_TAG)
             if spec.kind == "counter":
-                metric = m.Counter(spec.name, spec.description, spec.tag_keys)
+                metric = m.Counter(spec.name, spec.description, tag_keys)
             elif spec.kind == "histogram":
-                metric = m.Histogram(spec.name, spec.description, LATENCY_BOUNDARIES_MS, spec.tag_keys)
+                metric = m.Histogram(spec.name, spec.description, LATENCY_BOUNDARIES_MS, tag_keys)
             else:
-                metric = m.Gauge(spec.name, spec.description, spec.tag_keys)
-            self._by_name[spec.name] = metric
+                metric = m.Gauge(spec.name, spec.description, tag_keys)
+            self._by_name[spec.name] = metric.set_default_tags(default_tags)
 
     def inc(self, spec: MetricSpec, value: float = 1.0, **tags: str) -> None:
         if value:

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from relay_ray.autoscale.rates import SlidingRate
 from relay_ray.controller.events import RelayResult
 from relay_ray.controller.observer import RelayObserver, RequestObservation, SegmentObservation
+from relay_ray.errors import FailureCause
 from relay_ray.telemetry import metrics as M
 from relay_ray.types import SegmentJob, SegmentRecord, Tier
 
@@ -32,14 +33,19 @@ class _Request(RequestObservation):
             "relay.large_tokens": s.tokens_by_tier[Tier.LARGE], "relay.small_tokens": s.tokens_by_tier[Tier.SMALL],
             "relay.switches": s.num_switches, "relay.segments": s.num_segments,
             "relay.finish_reason": s.finish_reason.name.lower(), "relay.latency_ms": s.latency_ms,
-            "relay.handoff_mode": s.handoff_mode.value,
+            "relay.handoff_mode": s.handoff_mode.value, "relay.migrations": s.num_migrations,
         })
         self.observer.request_finished(result, self.policy)
 
 
 class _Segment(SegmentObservation):
-    def __init__(self, observer: TelemetryObserver, span, policy: str) -> None:
-        self.observer, self.span, self.policy = observer, span, policy
+    def __init__(self, observer: TelemetryObserver, span, policy: str, tier: Tier) -> None:
+        self.observer, self.span, self.policy, self.tier = observer, span, policy, tier
+
+    def migrated(self, cause: FailureCause, failure: int) -> None:
+        self.span.add_event("relay.migration", {"relay.cause": cause.value, "relay.attempt": failure})
+        if self.observer.metrics:
+            self.observer.metrics.inc(M.MIGRATIONS, tier=self.tier.value, cause=cause.value)
 
     def finished(self, record: SegmentRecord) -> None:
         t = record.timing
@@ -77,7 +83,7 @@ class TelemetryObserver(RelayObserver):
         self._set_inflight(tier, +1)
         try:
             with _tracer().start_as_current_span(f"relay.segment {tier.value}", attributes=attributes) as span:
-                yield _Segment(self, span, policy)
+                yield _Segment(self, span, policy, tier)
         finally:
             self._set_inflight(tier, -1)
 

@@ -100,21 +100,37 @@ class PolicySpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., large_only: _Optional[_Union[LargeOnlyParams, _Mapping]] = ..., small_only: _Optional[_Union[SmallOnlyParams, _Mapping]] = ..., fixed_ratio: _Optional[_Union[FixedRatioParams, _Mapping]] = ..., relaygen: _Optional[_Union[RelayGenParams, _Mapping]] = ..., rstitch: _Optional[_Union[RStitchParams, _Mapping]] = ..., relayllm: _Optional[_Union[RelayLLMParams, _Mapping]] = ..., random: _Optional[_Union[RandomParams, _Mapping]] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("text", "chat", "policy", "sampling", "request_id")
+    __slots__ = ("text", "chat", "policy", "sampling", "request_id", "resume")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     CHAT_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
     text: str
     chat: ChatPrompt
     policy: PolicySpec
     sampling: _common_pb2.SamplingParams
     request_id: str
-    def __init__(self, text: _Optional[str] = ..., chat: _Optional[_Union[ChatPrompt, _Mapping]] = ..., policy: _Optional[_Union[PolicySpec, _Mapping]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    resume: Resume
+    def __init__(self, text: _Optional[str] = ..., chat: _Optional[_Union[ChatPrompt, _Mapping]] = ..., policy: _Optional[_Union[PolicySpec, _Mapping]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., request_id: _Optional[str] = ..., resume: _Optional[_Union[Resume, _Mapping]] = ...) -> None: ...
+
+class Resume(_message.Message):
+    __slots__ = ("token", "output_token_ids", "output_text", "partial_token_ids", "partial_text")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TEXT_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_TEXT_FIELD_NUMBER: _ClassVar[int]
+    token: bytes
+    output_token_ids: _containers.RepeatedScalarFieldContainer[int]
+    output_text: str
+    partial_token_ids: _containers.RepeatedScalarFieldContainer[int]
+    partial_text: str
+    def __init__(self, token: _Optional[bytes] = ..., output_token_ids: _Optional[_Iterable[int]] = ..., output_text: _Optional[str] = ..., partial_token_ids: _Optional[_Iterable[int]] = ..., partial_text: _Optional[str] = ...) -> None: ...
 
 class SegmentInfo(_message.Message):
-    __slots__ = ("index", "tier", "text", "num_tokens", "finish_reason", "matched_stop", "num_dropped_tokens", "num_prompt_tokens", "num_cached_tokens", "timing", "replica_id", "handoff_ms", "controller_ms", "transport_ms")
+    __slots__ = ("index", "tier", "text", "num_tokens", "finish_reason", "matched_stop", "num_dropped_tokens", "num_prompt_tokens", "num_cached_tokens", "timing", "replica_id", "handoff_ms", "controller_ms", "transport_ms", "token_ids")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +145,7 @@ class SegmentInfo(_message.Message):
     HANDOFF_MS_FIELD_NUMBER: _ClassVar[int]
     CONTROLLER_MS_FIELD_NUMBER: _ClassVar[int]
     TRANSPORT_MS_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     index: int
     tier: _common_pb2.Tier
     text: str
@@ -143,10 +160,11 @@ class SegmentInfo(_message.Message):
     handoff_ms: float
     controller_ms: float
     transport_ms: float
-    def __init__(self, index: _Optional[int] = ..., tier: _Optional[_Union[_common_pb2.Tier, str]] = ..., text: _Optional[str] = ..., num_tokens: _Optional[int] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., matched_stop: _Optional[str] = ..., num_dropped_tokens: _Optional[int] = ..., num_prompt_tokens: _Optional[int] = ..., num_cached_tokens: _Optional[int] = ..., timing: _Optional[_Union[_common_pb2.SegmentTiming, _Mapping]] = ..., replica_id: _Optional[str] = ..., handoff_ms: _Optional[float] = ..., controller_ms: _Optional[float] = ..., transport_ms: _Optional[float] = ...) -> None: ...
+    token_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, index: _Optional[int] = ..., tier: _Optional[_Union[_common_pb2.Tier, str]] = ..., text: _Optional[str] = ..., num_tokens: _Optional[int] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., matched_stop: _Optional[str] = ..., num_dropped_tokens: _Optional[int] = ..., num_prompt_tokens: _Optional[int] = ..., num_cached_tokens: _Optional[int] = ..., timing: _Optional[_Union[_common_pb2.SegmentTiming, _Mapping]] = ..., replica_id: _Optional[str] = ..., handoff_ms: _Optional[float] = ..., controller_ms: _Optional[float] = ..., transport_ms: _Optional[float] = ..., token_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class RelayStats(_message.Message):
-    __slots__ = ("large_tokens", "small_tokens", "large_generated_tokens", "small_generated_tokens", "num_switches", "num_segments", "latency_ms", "finish_reason", "large_token_share", "handoff_mode")
+    __slots__ = ("large_tokens", "small_tokens", "large_generated_tokens", "small_generated_tokens", "num_switches", "num_segments", "latency_ms", "finish_reason", "large_token_share", "handoff_mode", "num_migrations")
     LARGE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SMALL_TOKENS_FIELD_NUMBER: _ClassVar[int]
     LARGE_GENERATED_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +175,7 @@ class RelayStats(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     LARGE_TOKEN_SHARE_FIELD_NUMBER: _ClassVar[int]
     HANDOFF_MODE_FIELD_NUMBER: _ClassVar[int]
+    NUM_MIGRATIONS_FIELD_NUMBER: _ClassVar[int]
     large_tokens: int
     small_tokens: int
     large_generated_tokens: int
@@ -167,7 +186,8 @@ class RelayStats(_message.Message):
     finish_reason: _common_pb2.FinishReason
     large_token_share: float
     handoff_mode: str
-    def __init__(self, large_tokens: _Optional[int] = ..., small_tokens: _Optional[int] = ..., large_generated_tokens: _Optional[int] = ..., small_generated_tokens: _Optional[int] = ..., num_switches: _Optional[int] = ..., num_segments: _Optional[int] = ..., latency_ms: _Optional[float] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., large_token_share: _Optional[float] = ..., handoff_mode: _Optional[str] = ...) -> None: ...
+    num_migrations: int
+    def __init__(self, large_tokens: _Optional[int] = ..., small_tokens: _Optional[int] = ..., large_generated_tokens: _Optional[int] = ..., small_generated_tokens: _Optional[int] = ..., num_switches: _Optional[int] = ..., num_segments: _Optional[int] = ..., latency_ms: _Optional[float] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., large_token_share: _Optional[float] = ..., handoff_mode: _Optional[str] = ..., num_migrations: _Optional[int] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
     __slots__ = ("request_id", "text", "token_ids", "segments", "stats")
@@ -184,23 +204,27 @@ class GenerateResponse(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., segments: _Optional[_Iterable[_Union[SegmentInfo, _Mapping]]] = ..., stats: _Optional[_Union[RelayStats, _Mapping]] = ...) -> None: ...
 
 class TextDelta(_message.Message):
-    __slots__ = ("segment_index", "tier", "text")
+    __slots__ = ("segment_index", "tier", "text", "token_ids")
     SEGMENT_INDEX_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     segment_index: int
     tier: _common_pb2.Tier
     text: str
-    def __init__(self, segment_index: _Optional[int] = ..., tier: _Optional[_Union[_common_pb2.Tier, str]] = ..., text: _Optional[str] = ...) -> None: ...
+    token_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, segment_index: _Optional[int] = ..., tier: _Optional[_Union[_common_pb2.Tier, str]] = ..., text: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class GenerateStreamResponse(_message.Message):
-    __slots__ = ("request_id", "delta", "segment_end", "final")
+    __slots__ = ("request_id", "delta", "segment_end", "final", "resume_token")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_END_FIELD_NUMBER: _ClassVar[int]
     FINAL_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     delta: TextDelta
     segment_end: SegmentInfo
     final: GenerateResponse
-    def __init__(self, request_id: _Optional[str] = ..., delta: _Optional[_Union[TextDelta, _Mapping]] = ..., segment_end: _Optional[_Union[SegmentInfo, _Mapping]] = ..., final: _Optional[_Union[GenerateResponse, _Mapping]] = ...) -> None: ...
+    resume_token: bytes
+    def __init__(self, request_id: _Optional[str] = ..., delta: _Optional[_Union[TextDelta, _Mapping]] = ..., segment_end: _Optional[_Union[SegmentInfo, _Mapping]] = ..., final: _Optional[_Union[GenerateResponse, _Mapping]] = ..., resume_token: _Optional[bytes] = ...) -> None: ...

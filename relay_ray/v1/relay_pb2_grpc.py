@@ -57,7 +57,8 @@ class RelayServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GenerateStream(self, request, context):
-        """Same, streamed: text deltas tagged by tier, a segment_end per segment, then stats.
+        """Same, streamed: text deltas tagged by tier, a segment_end per segment (with a resume
+        token), then stats. Every message carries an event; errors end the call with a status.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -43,12 +43,14 @@ class TierInfo(_message.Message):
     def __init__(self, tier: _Optional[_Union[_common_pb2.Tier, str]] = ..., model: _Optional[str] = ..., tokenizer_fingerprint: _Optional[str] = ..., vocab_size: _Optional[int] = ..., max_model_len: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., think_close_token_ids: _Optional[_Iterable[int]] = ..., replica_id: _Optional[str] = ..., block_size: _Optional[int] = ...) -> None: ...
 
 class PrepareRequest(_message.Message):
-    __slots__ = ("text", "chat")
+    __slots__ = ("text", "chat", "special_tokens")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     CHAT_FIELD_NUMBER: _ClassVar[int]
+    SPECIAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
     text: str
     chat: _relay_pb2.ChatPrompt
-    def __init__(self, text: _Optional[str] = ..., chat: _Optional[_Union[_relay_pb2.ChatPrompt, _Mapping]] = ...) -> None: ...
+    special_tokens: str
+    def __init__(self, text: _Optional[str] = ..., chat: _Optional[_Union[_relay_pb2.ChatPrompt, _Mapping]] = ..., special_tokens: _Optional[str] = ...) -> None: ...
 
 class PreparedPrompt(_message.Message):
     __slots__ = ("token_ids", "text")
@@ -69,7 +71,7 @@ class EntropyRule(_message.Message):
     def __init__(self, threshold: _Optional[float] = ..., above: _Optional[bool] = ..., commit: _Optional[_Union[Commit, str]] = ...) -> None: ...
 
 class StopRule(_message.Message):
-    __slots__ = ("max_new_tokens", "min_new_tokens", "stop_strings", "string_commit", "word_start", "stop_token_ids", "entropy")
+    __slots__ = ("max_new_tokens", "min_new_tokens", "stop_strings", "string_commit", "word_start", "stop_token_ids", "entropy", "retract_string")
     MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MIN_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
     STOP_STRINGS_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +79,7 @@ class StopRule(_message.Message):
     WORD_START_FIELD_NUMBER: _ClassVar[int]
     STOP_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     ENTROPY_FIELD_NUMBER: _ClassVar[int]
+    RETRACT_STRING_FIELD_NUMBER: _ClassVar[int]
     max_new_tokens: int
     min_new_tokens: int
     stop_strings: _containers.RepeatedScalarFieldContainer[str]
@@ -84,7 +87,8 @@ class StopRule(_message.Message):
     word_start: bool
     stop_token_ids: _containers.RepeatedScalarFieldContainer[int]
     entropy: EntropyRule
-    def __init__(self, max_new_tokens: _Optional[int] = ..., min_new_tokens: _Optional[int] = ..., stop_strings: _Optional[_Iterable[str]] = ..., string_commit: _Optional[_Union[Commit, str]] = ..., word_start: _Optional[bool] = ..., stop_token_ids: _Optional[_Iterable[int]] = ..., entropy: _Optional[_Union[EntropyRule, _Mapping]] = ...) -> None: ...
+    retract_string: str
+    def __init__(self, max_new_tokens: _Optional[int] = ..., min_new_tokens: _Optional[int] = ..., stop_strings: _Optional[_Iterable[str]] = ..., string_commit: _Optional[_Union[Commit, str]] = ..., word_start: _Optional[bool] = ..., stop_token_ids: _Optional[_Iterable[int]] = ..., entropy: _Optional[_Union[EntropyRule, _Mapping]] = ..., retract_string: _Optional[str] = ...) -> None: ...
 
 class Signals(_message.Message):
     __slots__ = ("logprob", "entropy", "margin")
@@ -97,7 +101,7 @@ class Signals(_message.Message):
     def __init__(self, logprob: _Optional[bool] = ..., entropy: _Optional[bool] = ..., margin: _Optional[bool] = ...) -> None: ...
 
 class SegmentJob(_message.Message):
-    __slots__ = ("request_id", "segment_index", "prefix_token_ids", "prefix_text", "stop", "sampling", "signals", "stream_interval_tokens", "prefill_only", "stream_block_tokens")
+    __slots__ = ("request_id", "segment_index", "prefix_token_ids", "prefix_text", "stop", "sampling", "signals", "stream_interval_tokens", "prefill_only", "stream_block_tokens", "resume_token_ids", "timeout_s")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_INDEX_FIELD_NUMBER: _ClassVar[int]
     PREFIX_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +112,8 @@ class SegmentJob(_message.Message):
     STREAM_INTERVAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
     PREFILL_ONLY_FIELD_NUMBER: _ClassVar[int]
     STREAM_BLOCK_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     segment_index: int
     prefix_token_ids: TokenIds
@@ -118,7 +124,9 @@ class SegmentJob(_message.Message):
     stream_interval_tokens: int
     prefill_only: bool
     stream_block_tokens: int
-    def __init__(self, request_id: _Optional[str] = ..., segment_index: _Optional[int] = ..., prefix_token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., prefix_text: _Optional[str] = ..., stop: _Optional[_Union[StopRule, _Mapping]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., signals: _Optional[_Union[Signals, _Mapping]] = ..., stream_interval_tokens: _Optional[int] = ..., prefill_only: _Optional[bool] = ..., stream_block_tokens: _Optional[int] = ...) -> None: ...
+    resume_token_ids: _containers.RepeatedScalarFieldContainer[int]
+    timeout_s: float
+    def __init__(self, request_id: _Optional[str] = ..., segment_index: _Optional[int] = ..., prefix_token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., prefix_text: _Optional[str] = ..., stop: _Optional[_Union[StopRule, _Mapping]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., signals: _Optional[_Union[Signals, _Mapping]] = ..., stream_interval_tokens: _Optional[int] = ..., prefill_only: _Optional[bool] = ..., stream_block_tokens: _Optional[int] = ..., resume_token_ids: _Optional[_Iterable[int]] = ..., timeout_s: _Optional[float] = ...) -> None: ...
 
 class TokenIds(_message.Message):
     __slots__ = ("ids",)

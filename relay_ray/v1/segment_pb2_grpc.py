@@ -67,7 +67,8 @@ class SegmentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RunSegment(self, request, context):
-        """Deltas every stream_interval_tokens (if > 0), then exactly one result.
+        """Deltas every stream_interval_tokens (if > 0), then exactly one result. Deltas never carry
+        a token the stop rule could still drop: streamed tokens are a prefix of the result's.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,8 +1,12 @@
-"""One Ray instance per test session with two relay applications on Serve's gRPC proxy.
+"""One Ray instance per test session with three relay applications on Serve's gRPC proxy.
 
 - ``pair``: the demo pair (large and small models differ) for policy behaviour;
-- ``same``: both tiers serve the *same* model (the small tier with two replicas), for
-  handoff exactness and replica affinity.
+- ``same``: both tiers serve the *same* model, two replicas each, behind two controller
+  replicas: handoff exactness, replica affinity, and the fault tests (which kill replicas and
+  wait for all of them to be back before they end);
+- ``edge``: a small pair behind one controller with a tight admission limit, for tests of
+  the service's edges: metrics (its counters of policy ``rstitch`` are moved by the metrics
+  test only), admission, deadlines and cancellation (other policies).
 Engines start once per session (about two minutes on 2 cores) and are shared by all tests.
 """
 
@@ -26,10 +30,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# KV cache per engine: demo-large needs 24 KiB per token in fp32, demo-small 2 KiB; these hold
+# 16 sequences of 1024 tokens with room to spare.
+KV_CACHE_MIB = {"demo-large": 448, "demo-small": 64}
+
+
 def tier(model: str, bind: str, **extra) -> dict:
     return {"model": str(MODELS / model), "dtype": "float32", "max_model_len": 1024, "block_size": 32,
-            "kv_cache_space_gib": 1, "cpu_threads_bind": bind, "max_num_seqs": 16, **extra}
+            "kv_cache_memory_mib": KV_CACHE_MIB[model], "cpu_threads_bind": bind, "max_num_seqs": 16, **extra}
 
+
+EDGE_ONGOING, EDGE_QUEUED = 4, 4  # the edge application's admission limit: 8 requests
+# The edge application requires a bearer token (rpc/auth.py); the file holds both, for rotation.
+EDGE_TOKEN, EDGE_TOKEN_2 = "edge-token-a5f0c3", "edge-token-second-7d21"
 
 @dataclass(frozen=True)
 class RelayServer:
@@ -37,10 +50,13 @@ class RelayServer:
     trace_file: Path
     metrics_url: str
 
-    def client(self, app: str):
+    tokens_file: Path | None = None
+
+    def client(self, app: str, token: str | None = None):
         from relay_ray.client import RelayClient
 
-        return RelayClient(self.address, app_name=app, timeout_s=300)
+        token = token or (EDGE_TOKEN if app == "edge" else None)
+        return RelayClient(self.address, app_name=app, timeout_s=300, token=token)
 
 
 @pytest.fixture(scope="session")
@@ -51,6 +67,8 @@ def relay_server(tmp_path_factory):
     from relay_ray.telemetry.tracing import TracingConfig, tracing_env
 
     trace_file = tmp_path_factory.mktemp("traces") / "spans.jsonl"
+    tokens_file = tmp_path_factory.mktemp("auth") / "tokens"
+    tokens_file.write_text(f"# edge application tokens\n{EDGE_TOKEN}\n{EDGE_TOKEN_2}\n")
     os.environ.update(tracing_env(TracingConfig(exporter="file", file_path=str(trace_file))))
     import ray
     from ray import serve
@@ -71,13 +89,19 @@ def relay_server(tmp_path_factory):
     # `pair` runs prefill-ahead (off by default) so the tests cover it; `same` runs the defaults.
     pair = RelayConfig(large=tier("demo-large", "0"), small=tier("demo-small", "1"),
                        controller={"max_new_tokens_limit": 512, "prefill_ahead": True})
-    same = RelayConfig(large=tier("demo-small", "0"), small=tier("demo-small", "1", num_replicas=2),
-                       controller={"max_new_tokens_limit": 512})
+    same = RelayConfig(large=tier("demo-small", "0", num_replicas=2), small=tier("demo-small", "1", num_replicas=2),
+                       controller={"max_new_tokens_limit": 512, "num_replicas": 2})
+    edge = RelayConfig(large=tier("demo-small", "0"), small=tier("demo-small", "1"),
+                       controller={"max_new_tokens_limit": 512, "max_ongoing_requests": EDGE_ONGOING,
+                                   "max_queued_requests": EDGE_QUEUED},
+                       auth={"tokens_file": str(tokens_file)})
     started = time.perf_counter()
     serve.run_many([RunTarget(build_app(pair), name="pair", route_prefix="/pair"),
-                    RunTarget(build_app(same), name="same", route_prefix="/same")])
+                    RunTarget(build_app(same), name="same", route_prefix="/same",
+                              external_scaler_enabled=True),  # test_drain resizes it
+                    RunTarget(build_app(edge), name="edge", route_prefix="/edge")])
     print(f"\nrelay applications ready in {time.perf_counter() - started:.0f} s")
-    yield RelayServer(f"127.0.0.1:{grpc_port}", trace_file, f"http://127.0.0.1:{metrics_port}/metrics")
+    yield RelayServer(f"127.0.0.1:{grpc_port}", trace_file, f"http://127.0.0.1:{metrics_port}/metrics", tokens_file)
     serve.shutdown()
     ray.shutdown()
     reap_session()

@@ -9,7 +9,7 @@ import pytest
 
 from relay_ray.client import build_request
 from relay_ray.controller import RelayController, RelayResult
-from relay_ray.engines.grpc_client import GrpcTierClient
+from relay_ray.transport.grpc_client import GrpcTierClient
 from relay_ray.errors import TierUnavailableError
 from relay_ray.types import PromptInput, RelayRequest, Tier
 from tests.integration.conftest import MODELS

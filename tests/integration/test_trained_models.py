@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from relay_ray.controller import RelayController, RelayResult
-from relay_ray.engines.grpc_client import GrpcTierClient
+from relay_ray.transport.grpc_client import GrpcTierClient
 from relay_ray.quality.extract import extract, parse_format
 from relay_ray.tasks.splits import eval_splits
 from relay_ray.types import ChatMessage, PromptInput, RelayRequest, Tier

@@ -3,18 +3,15 @@
 ``ScriptedTier`` continues a fixed document: the token at output position p is
 ``doc[p]`` whatever the tier, so relays over two ScriptedTiers with the same document
 must reproduce it exactly. Each token's text is its vocabulary word; entropies come from
-a per-position list. It runs the real :class:`SegmentStopper`.
+a per-position list. It runs the real :class:`SegmentRun` (stop rule, deltas, result).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 
-from relay_ray.engines.stopping import SegmentStopper, delta_due
-from relay_ray.types import (
-    FinishReason, PreparedPrompt, PromptInput, SegmentDelta, SegmentJob, SegmentResult, Tier, TierInfo,
-    TokenSignals,
-)
+from relay_ray.engines.segment_run import SegmentRun, TokenOutput
+from relay_ray.types import PreparedPrompt, PromptInput, SegmentDelta, SegmentJob, SegmentResult, Tier, TierInfo
 
 EOS = 0
 
@@ -53,29 +50,29 @@ class ScriptedTier:
     async def stream_segment(self, job: SegmentJob) -> AsyncIterator[SegmentDelta | SegmentResult]:
         self.jobs.append(job)
         prefix = self.encode(job.prefix_text) if job.prefix_text is not None else list(job.prefix_token_ids)
-        if job.prefill_only:
-            yield SegmentResult(token_ids=(), text="", finish_reason=FinishReason.LENGTH,
-                                num_prompt_tokens=len(prefix))
-            return
-        start = len(prefix) - self.prompt_len
-        stopper = SegmentStopper(job.stop, eos_token_ids=(EOS,))
-        entropies, decision, finish = [], None, FinishReason.LENGTH  # LENGTH: the document ran out
-        emitted = 0
-        for pos in range(start, len(self.doc)):
-            token = self.doc[pos]
+        run = SegmentRun(job, prefix, _WordDecoder(self.vocab), max_model_len=self.max_model_len,
+                         eos_token_ids=(EOS,))
+        pos = len(run.engine_prefix_ids) - self.prompt_len
+        while not run.done and pos < len(self.doc) and run.stopper.num_tokens - run.num_resumed < run.max_engine_tokens:
             entropy = self.entropies[pos] if pos < len(self.entropies) else 0.0
-            entropies.append(entropy)
-            decision = stopper.push(token, self.vocab[token] if token != EOS else "", entropy)
-            if decision is not None:
+            if run.push(TokenOutput(self.doc[pos], entropy=entropy)):
                 break
-            if delta_due(job, len(prefix), emitted, stopper.num_tokens):
-                yield SegmentDelta(tuple(stopper.token_ids[emitted:]), "")
-                emitted = stopper.num_tokens
-        kept = decision.num_kept_tokens if decision else stopper.num_tokens
-        yield SegmentResult(
-            token_ids=tuple(stopper.token_ids[:kept]), text=stopper.kept_text(kept),
-            finish_reason=decision.finish_reason if decision else finish,
-            text_offsets=tuple(stopper.text_offsets[:kept]), matched_stop=decision.matched_stop if decision else "",
-            num_dropped_tokens=stopper.num_tokens - kept, num_prompt_tokens=len(prefix),
-            signals=TokenSignals(entropy=tuple(entropies[:kept])), replica_id=f"{self.tier.value}-0",
-        )
+            pos += 1
+            delta = run.take_delta()
+            if delta is not None:
+                yield delta
+        # LENGTH when the document ran out
+        yield run.result(replica_id=f"{self.tier.value}-0")
+
+
+class _WordDecoder:
+    """Each token decodes to its vocabulary word (EOS to nothing)."""
+
+    def __init__(self, vocab: Sequence[str]) -> None:
+        self.vocab = vocab
+
+    def push(self, token_id: int) -> str:
+        return self.vocab[token_id] if token_id != EOS else ""
+
+    def context_text(self) -> str:
+        return ""

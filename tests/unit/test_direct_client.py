@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
-from relay_ray.engines.direct_client import DirectTierClient
+from relay_ray.transport.direct_client import DirectTierClient
 from relay_ray.rpc.segment_server import start_segment_server
 from relay_ray.types import SegmentJob, SegmentResult, StopRule, Tier
 from tests.unit.fakes import ScriptedTier

@@ -7,7 +7,7 @@ import asyncio
 from relay_ray.controller import RelayController, RelayResult
 from relay_ray.controller.prefill_ahead import PrefillAheadPlanner
 from relay_ray.controller.validate import ControllerLimits
-from relay_ray.engines.stopping import delta_due
+from relay_ray.engines.segment_run import delta_due
 from relay_ray.types import PromptInput, RelayRequest, SegmentJob, StopRule, Tier
 from tests.unit.fakes import ScriptedTier
 

@@ -14,25 +14,35 @@ import grpc
 
 from relay_ray.errors import TierUnavailableError
 from relay_ray.rpc import convert
+from relay_ray.rpc.auth import TierSecret
+from relay_ray.rpc.segment_server import MESSAGE_LIMITS
+from relay_ray.transport.errors import from_grpc
 from relay_ray.types import PreparedPrompt, PromptInput, SegmentDelta, SegmentJob, SegmentResult, TierInfo
 from relay_ray.v1 import segment_pb2 as spb
 from relay_ray.v1 import segment_pb2_grpc as spb_grpc
 
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+DEADLINE_GRACE_S = 1.0  # the tier enforces job.timeout_s itself; the call deadline is a backstop
+
+
+def call_timeout_s(job: SegmentJob, default_s: float | None) -> float | None:
+    """The gRPC deadline of a segment call: the job's own timeout plus a grace, else the default."""
+    return job.timeout_s + DEADLINE_GRACE_S if job.timeout_s > 0 else default_s
 
 
 class GrpcTierClient:
-    def __init__(self, endpoints: Sequence[str], timeout_s: float | None = 600.0) -> None:
+    def __init__(self, endpoints: Sequence[str], timeout_s: float | None = None,
+                 secret: TierSecret | None = None) -> None:
         if not endpoints:
             raise ValueError("GrpcTierClient needs at least one endpoint")
         self.endpoints = tuple(endpoints)
         self.timeout_s = timeout_s
+        self._metadata = secret.metadata() if secret else ()
         self._stubs = None
 
     def _all_stubs(self) -> list:
         if self._stubs is None:  # channels bind to the running event loop: create lazily
-            opts = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
-            self._stubs = [spb_grpc.SegmentServiceStub(grpc.aio.insecure_channel(e, options=opts))
+            self._stubs = [spb_grpc.SegmentServiceStub(grpc.aio.insecure_channel(e, options=list(MESSAGE_LIMITS)))
                            for e in self.endpoints]
         return self._stubs
 
@@ -52,10 +62,10 @@ class GrpcTierClient:
         last = None
         for stub in self._ordered(key):
             try:
-                return await getattr(stub, method)(msg, timeout=self.timeout_s)
+                return await getattr(stub, method)(msg, timeout=self.timeout_s or 60.0, metadata=self._metadata)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in _RETRYABLE:
-                    raise as_error(exc) from None
+                    raise from_grpc(exc, method) from None
                 last = exc
         raise TierUnavailableError(f"no tier endpoint answered {method}: {last.details() if last else ''}")
 
@@ -64,22 +74,16 @@ class GrpcTierClient:
         last = None
         for stub in self._ordered(job.request_id):
             started = False
+            call = stub.RunSegment(msg, timeout=call_timeout_s(job, self.timeout_s), metadata=self._metadata)
             try:
-                async for update in stub.RunSegment(msg, timeout=self.timeout_s):
+                async for update in call:
                     started = True
                     yield convert.update_from_pb(update)
                 return
             except grpc.aio.AioRpcError as exc:
                 if started or exc.code() not in _RETRYABLE:
-                    raise as_error(exc) from None
+                    raise from_grpc(exc, "RunSegment") from None
                 last = exc
+            finally:
+                call.cancel()  # no-op once finished; stops the tier's job if we were cancelled
         raise TierUnavailableError(f"no tier endpoint answered RunSegment: {last.details() if last else ''}")
-
-
-def as_error(exc: grpc.aio.AioRpcError) -> Exception:
-    """A failed tier call as the controller's error types (bad job vs. tier unavailable)."""
-    from relay_ray.errors import RelayInputError
-
-    if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-        return RelayInputError("segment", exc.details() or "invalid segment job")
-    return TierUnavailableError(f"tier call failed with {exc.code().name}: {exc.details()}")
