@@ -193,7 +193,7 @@ def spec_compute_shares(results: MatrixResults, small_model: str, k: int) -> dic
             if r.error or not r.segments:
                 continue
             s = r.segments[0]
-            matches = scorer.draft_matches(prompts[r.id], r.text)
+            matches = scorer.draft_matches(prompts[r.id], r.text, r.token_ids)
             total += max(0, s.num_prompt_tokens - s.num_cached_tokens) + speculative_large_positions(matches, k)
         out[label] = total / ref if ref else None
     return out

@@ -61,6 +61,7 @@ class ItemResult(BaseModel):
     finish_reason: str = ""
     error: str = ""
     text: str = ""
+    token_ids: tuple[int, ...] = ()  # the answer's token ids, kept with the text (token-id handoff)
     segments: tuple[SegmentStat, ...] = ()
 
     @property
@@ -105,7 +106,8 @@ def _one(client, item: Item, run: PolicyRun, params: dict, fmt: AnswerFormat, ma
         large_tokens=s.large_tokens, small_tokens=s.small_tokens, num_switches=s.num_switches,
         latency_ms=s.latency_ms, client_ms=client_ms,
         finish_reason=common_pb2.FinishReason.Name(s.finish_reason).removeprefix("FINISH_REASON_").lower(),
-        text=response.text if keep_text else "", segments=segment_stats(response),
+        text=response.text if keep_text else "", token_ids=tuple(response.token_ids) if keep_text else (),
+        segments=segment_stats(response),
     )
 
 
