@@ -181,3 +181,35 @@ def test_pareto_plot_is_written(tmp_path, fake_serve):
     results = _run(tmp_path, entries)
     plot(rows(results), tmp_path / "p.png", "test")
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_speculative_rows_count_every_verified_position(tmp_path):
+    """With the real arith-small as the draft over gold answers: k + 1 positions per step, so
+    speculative decoding computes at least as many large positions as large-only."""
+    pytest.importorskip("transformers")
+    from relay_ray.quality.matrix_report import spec_compute_shares
+    from relay_ray.quality.matrix_run import EntryResult, MatrixResults, Pass
+    from relay_ray.quality.runner import ItemResult, SegmentStat
+    from relay_ray.tasks.splits import eval_splits
+
+    problems = eval_splits()["dev"][:2]
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(json.dumps(p.record()) for p in problems) + "\n")
+
+    def item(p):
+        n = 200  # any length: only the prompt's prefill and the trace's matches count
+        return ItemResult(id=p.id, correct=True, predicted=str(p.answer), gold=str(p.answer), large_tokens=n,
+                          text=p.completion, segments=(SegmentStat(large=True, num_tokens=n, num_prompt_tokens=40),))
+
+    def record(label, deployment):
+        entry = Entry(label=label, policy="large-only", deployment=deployment)
+        return EntryResult(entry=entry, full=Pass(concurrency=16, wall_s=1.0, params={},
+                                                  results=[item(p) for p in problems]))
+
+    results = MatrixResults(meta={"data": str(data)},
+                            entries={"large-only": record("large-only", SCALED), "spec": record("spec", SPEC)})
+    shares = spec_compute_shares(results, "demo-models/arith-small", k=4)
+    assert set(shares) == {"spec"}
+    # arith-small predicts ~98% of a gold trace's tokens: nearly every draft is accepted, each step
+    # writes ~5 tokens for 5 positions, and the few rejections cost 5 positions for 1-4 tokens
+    assert 1.0 < shares["spec"] < 1.1
