@@ -142,6 +142,70 @@ def curve_rows(all_rows: list[Row]) -> list[Row]:
             and (r.entry.tau is not None or r.entry.cue_set is not None)]
 
 
+def _speedup(row: Row | None, base: Row | None) -> float | None:
+    if row is None or base is None or row.latency is None or base.latency is None:
+        return None
+    return base.latency.mean_client_ms / row.latency.mean_client_ms
+
+
+def _throughput(row: Row | None, peer: Row | None) -> float | None:
+    if row is None or peer is None or row.full is None or peer.full is None or not peer.full.requests_per_s:
+        return None
+    return row.full.requests_per_s / peer.full.requests_per_s
+
+
+def _check(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("yes" if ok else "**no**")
+
+
+def _ge(x: float | None, bound: float) -> bool | None:
+    return None if x is None else x >= bound
+
+
+def _low_switch_targets(r: Row, base: Row, x2: Row | None) -> list[list[str]]:
+    """rstitch / relayllm: within a point, not significantly below, >= 6x at c=1, >= 3x at c=16, eff >= 0.6."""
+    f, b = r.full, base.full
+    close = f.accuracy >= b.accuracy - 0.01 and not (f.accuracy < b.accuracy and (f.mcnemar_p or 1) <= 0.05)
+    sp, tp, tp2 = _speedup(r, base), _throughput(r, base), _throughput(r, x2)
+    name = r.entry.label
+    return [[f"{name}: accuracy within 1 point of large-only, McNemar p > 0.05",
+             f"{100 * f.accuracy:.1f}% vs {100 * b.accuracy:.1f}%, p {fmt_p(f.mcnemar_p)}", _check(close)],
+            [f"{name}: >= 6x large-only's c=1 latency (aim 10x)", _num(sp, "{:.2f}x"), _check(_ge(sp, 6.0))],
+            [f"{name}: >= 3x throughput at c=16 (vs large-only on both cores / on one)",
+             f"{_num(tp2, '{:.2f}x')} / {_num(tp, '{:.2f}x')}", _check(_ge(tp2, 3.0))],
+            [f"{name}: efficiency >= 0.6 at c=1 (aim 0.85)", _num(r.efficiency, "{:.2f}"), _check(_ge(r.efficiency, 0.6))]]
+
+
+def targets_table(all_rows: list[Row]) -> str:
+    """The issue's targets that the matrix measures (the fixed-ratio ones are `relay-ray bench`'s)."""
+    by = {r.entry.label: r for r in all_rows}
+    base, x2, spec = by.get(BASELINE), by.get("large-only x2"), by.get("spec decoding")
+    if base is None or base.full is None:
+        return ""
+    body = []
+    for name in ("rstitch", "relayllm"):
+        if name in by and by[name].full is not None:
+            body += _low_switch_targets(by[name], base, x2)
+    gen = by.get("relaygen")
+    if gen is not None and gen.full is not None:
+        sp = _speedup(gen, base)
+        body += [["relaygen: >= 99% of large-only's accuracy", f"{100 * gen.full.accuracy / base.full.accuracy:.1f}%",
+                  _check(gen.full.accuracy >= 0.99 * base.full.accuracy)],
+                 ["relaygen: >= 1.15x at c=1", _num(sp, "{:.2f}x"), _check(_ge(sp, 1.15))],
+                 ["relaygen: efficiency >= 0.85 at c=1", _num(gen.efficiency, "{:.2f}"), _check(_ge(gen.efficiency, 0.85))]]
+    for r in all_rows:
+        if r.entry.group is not Group.MAIN or r.entry.policy not in ("rstitch", "relaygen", "relayllm"):
+            continue
+        if spec is not None:
+            faster = _speedup(r, spec)
+            body.append([f"{r.entry.label} faster than speculative decoding alone (c=1)", _num(faster, "{:.2f}x"),
+                         _check(_ge(faster, 1.0))])
+        if r.into_large_p50_steps is not None:
+            body.append([f"{r.entry.label}: handoff into the large tier p50 <= 1.5 decode steps",
+                         f"{r.into_large_p50_steps:.1f}", _check(r.into_large_p50_steps <= 1.5)])
+    return table(("target", "measured", "met?"), body)
+
+
 def _acceptable(row: Row, base: Summary, min_accuracy: float) -> bool:
     f = row.full
     significantly_below = f.accuracy < base.accuracy and (f.mcnemar_p or 1.0) <= 0.05

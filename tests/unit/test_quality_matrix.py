@@ -62,9 +62,11 @@ def test_bad_plans_are_refused(entries, msg):
 
 
 class FakeRelay:
-    """Items are right unless listed in WRONG[policy, tau]; large share and segments by policy."""
+    """Items are right unless listed in WRONG[policy, tau]; large share and segments by policy;
+    each call advances ``clock`` (the runner's perf_counter here) by the policy's latency."""
 
     requests: list = []
+    clock = [0.0]
     # item index -> wrong, per (policy, tau): tau 0.3 is cheap and wrong often, 0.02 expensive and right
     WRONG = {("large-only", None): {1, 2, 3}, ("small-only", None): set(range(0, N, 2)),
              ("rstitch", 0.02): {1, 2, 3}, ("rstitch", 0.05): {1, 2}, ("rstitch", 0.08): {1, 2, 3},
@@ -103,6 +105,7 @@ class FakeRelay:
                         timing=cpb.SegmentTiming(prefill_ms=30.0)),
                     seg(index=2, tier=2, num_tokens=50 - large, num_prompt_tokens=100 + large)]
         ms = {"large-only": 2100.0, "small-only": 150.0}.get(policy, 300.0)
+        self.clock[0] += ms / 1000.0
         return rpb.GenerateResponse(text=f"Answer: {i + 1 if wrong else i}", segments=segs, stats=rpb.RelayStats(
             large_tokens=large, small_tokens=100 - large, num_switches=len(segs) - 1, latency_ms=ms))
 
@@ -110,6 +113,7 @@ class FakeRelay:
 @pytest.fixture
 def fake_serve(monkeypatch):
     FakeRelay.requests = []
+    monkeypatch.setattr("relay_ray.quality.runner.time.perf_counter", lambda: FakeRelay.clock[0])
     monkeypatch.setenv("RAY_worker_niceness", "0")  # run_plan sets it for Ray; keep this process's env
     monkeypatch.setattr(relay_ray.client, "RelayClient", FakeRelay)
     monkeypatch.setattr(relay_ray.serve.local, "start_serve", lambda *a, **k: None)
@@ -213,3 +217,20 @@ def test_speculative_rows_count_every_verified_position(tmp_path):
     # arith-small predicts ~98% of a gold trace's tokens: nearly every draft is accepted, each step
     # writes ~5 tokens for 5 positions, and the few rejections cost 5 positions for 1-4 tokens
     assert 1.0 < shares["spec"] < 1.1
+
+
+def test_targets_table_checks_the_issue_targets(tmp_path, fake_serve):
+    from relay_ray.quality.matrix_report import targets_table
+
+    entries = [Entry(label="large-only", policy="large-only"), Entry(label="small-only", policy="small-only"),
+               Entry(label="rstitch", policy="rstitch", params={"tau": 0.12}, tau=0.12),
+               Entry(label="large-only x2", policy="large-only", deployment=LARGE_X2, group=Group.PEER,
+                     latency=False)]
+    text = targets_table(rows(_run(tmp_path, entries)))
+    lines = {line.split("|")[1].strip(): line for line in text.splitlines()[2:]}
+    # the fake rstitch is as accurate as large-only (37/40 each) and 7x faster (2100 ms / 300 ms)
+    assert lines["rstitch: accuracy within 1 point of large-only, McNemar p > 0.05"].rstrip(" |").endswith("yes")
+    assert "7.00x" in lines["rstitch: >= 6x large-only's c=1 latency (aim 10x)"]
+    # its switch into the large tier costs 2 + 30 ms = 1.6 of the large tier's 20 ms steps: missed
+    assert "| 1.6 " in lines["rstitch: handoff into the large tier p50 <= 1.5 decode steps"]
+    assert "**no**" in lines["rstitch: handoff into the large tier p50 <= 1.5 decode steps"]
