@@ -9,7 +9,7 @@ STAMP := $(VENV)/.relay-ray-setup
 VLLM_EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
 MODELS := $(foreach m,demo-large demo-small demo-small-alt,models/$(m)/build-spec.json)
 
-.PHONY: setup models bench-models demo-models task-data demo serve test test-unit test-integration protos bench clean
+.PHONY: setup models bench-models scaled-models quality-matrix demo-models task-data demo serve test test-unit test-integration protos bench clean
 
 setup: $(STAMP) $(MODELS)
 
@@ -32,6 +32,18 @@ $(BENCH_MODELS) &: $(STAMP) relay_ray/models/build.py relay_ray/models/vocab.py
 	$(PY) -m relay_ray.models.build --set bench --out models
 
 bench-models: $(BENCH_MODELS)
+
+# The cost-scaled trained pair's large model: demo-models/arith-large zero-padded to ~19x
+# arith-small's per-token time (relay_ray/models/pad.py; docs/quality.md). Never committed.
+models/arith-large-scaled/build-spec.json: $(STAMP) relay_ray/models/pad.py demo-models/arith-large/model.safetensors
+	$(PY) -m relay_ray.models.pad --src demo-models/arith-large --out models/arith-large-scaled
+
+scaled-models: models/arith-large-scaled/build-spec.json
+
+# Issue 10's one run on the test split (about QUALITY_MATRIX_MIN minutes; docs/quality.md).
+quality-matrix: setup scaled-models
+	flock /tmp/relay-heavy.lock $(PY) -m relay_ray.quality.matrix_command run --stage final \
+	  --data data/arith/test.jsonl --out out/matrix-test --png docs/quality-pareto.png
 
 # The trained demo pair and caller are committed under demo-models/; this retrains them
 # (deterministic, about 21 minutes on 2 CPU cores; docs/quality.md).
