@@ -24,7 +24,7 @@ def _expected_tier(cfg) -> dict:
         expected["replicas"] = cfg.num_replicas
     if cfg.on_gpu and cfg.tensor_parallel_size > 1:  # the GPUs sit in the placement group
         expected["num_gpus"] = 0
-        expected["bundles"] = [{"CPU": max(cfg.num_cpus, 1.0), "GPU": 1}] + [{"GPU": 1}] * (cfg.tensor_parallel_size - 1)
+        expected["bundles"] = [{"CPU": max(cfg.num_cpus, 1.0), "GPU": 1, **cfg.resources}] + [{"GPU": 1}] * (cfg.tensor_parallel_size - 1)
     else:
         expected["num_gpus"], expected["bundles"] = cfg.num_gpus, None
     return expected
