@@ -3,8 +3,8 @@
 Generated requests (well-formed, out of range, oversized, with control tokens, forged resume
 tokens) and raw byte frames: every answer is a precise status (never INTERNAL or UNKNOWN),
 rejections come within 200 ms, no replica restarts, memory stays flat, and a concurrent
-probe stream keeps its pace. ``RELAY_FUZZ_EXAMPLES`` sets the count (2,000 by default;
-docs/security.md records a longer run).
+probe stream keeps streaming (its pace is printed: docs/security.md, "Fuzzing").
+``RELAY_FUZZ_EXAMPLES`` sets the count (2,000 by default).
 """
 
 from __future__ import annotations
