@@ -20,20 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from relay_ray.bench.console import measure_at_normal_priority
-
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models"
-# Ray starts its workers at niceness 15: the test process (niceness 0) generating load would
-# then take the CPU from the servers it measures (the proxy, controllers, engines).
-measure_at_normal_priority()
-
-
-def pytest_collection_modifyitems(config, items):
-    """Modules that use the session's ``relay_server`` run last: the tests that start their own
-    engines (tier servers, a multi-node cluster) then run before its eight engines exist."""
-    with_server = {item.module for item in items if "relay_server" in item.fixturenames}
-    items.sort(key=lambda item: item.module in with_server)
 
 
 def free_port() -> int:
