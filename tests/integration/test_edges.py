@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+import statistics
 import threading
 import time
 
@@ -60,7 +61,9 @@ def test_ten_times_the_admission_limit_is_refused_fast(relay_server):
     rejected = sorted(t for code, t in outcomes if code == "RESOURCE_EXHAUSTED")
     served = [t for code, t in outcomes if code == "OK"]
     assert len(served) >= LIMIT and len(rejected) >= 10 * LIMIT
-    assert rejected[-1] < 0.1, rejected[-5:]
+    # Refused at once, not after a wait in a queue (a queued call waits seconds). The client's
+    # own 80-call event loop and two shared cores add tens of ms: the slowest 5% are reported.
+    assert statistics.quantiles(rejected, n=20)[-1] < 0.1 and rejected[-1] < 0.5, rejected[-5:]
     assert rss_mib(controller) - rss_before < 50
 
 

@@ -94,9 +94,9 @@ def test_removing_a_small_node_under_load(facts):
                + ("; ".join(f"{o['error']} after {len(o['segments'])} segments" for o in failed) or "none"))
     print("\n" + summary)
     if FAILOVER_MIGRATES_SEGMENTS:
+        # Every in-flight request finished. Whether one of them had a segment running on the
+        # removed node at that instant is timing (a clean run saw 0 with 2 requests on it), so the
+        # migration count is reported, not asserted: test_faults kills replicas mid-segment.
         assert not failed, summary
-        # A small segment was running on the removed node (the requests spend ~94% of their
-        # time in 30-token small segments) and was re-run on the surviving replica.
-        assert migrations >= 1, summary
     elif failed:
         warnings.warn(UserWarning(summary + " (recorded: strict once segment migration lands)"))
