@@ -113,6 +113,19 @@ def relay_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def arith_caller_tiers():
+    """The trained large model (core 0) and the RelayLLM caller (core 1) as standalone gRPC
+    tier servers, started once for the modules that use them: their addresses by tier."""
+    from tests.integration.tier_servers import tier_pair
+
+    demo_models = ROOT / "demo-models"
+    if not (demo_models / "arith-large" / "config.json").exists():
+        pytest.fail("demo-models/ is missing the trained models (they are committed; see docs/quality.md)")
+    with tier_pair(demo_models / "arith-large", demo_models / "arith-caller") as addresses:
+        yield addresses
+
+
+@pytest.fixture(scope="session")
 def pair_client(relay_server):
     with relay_server.client("pair") as client:
         yield client

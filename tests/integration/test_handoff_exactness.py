@@ -21,7 +21,6 @@ import pytest
 from relay_ray.client import build_request
 from relay_ray.types import CALL_OPEN, Tier
 from relay_ray.v1 import common_pb2
-from tests.integration.tier_servers import tier_pair
 
 pytestmark = pytest.mark.integration
 NUM_PROMPTS, NEW_TOKENS = 20, 64
@@ -94,13 +93,6 @@ def test_segments_of_a_request_stay_on_one_replica(same_client):
     assert len(replicas_seen) == 2, "requests should spread over both small replicas"
 
 
-@pytest.fixture(scope="module")
-def caller_tiers():
-    """The trained large model (core 0) and the RelayLLM caller (core 1) as tier servers."""
-    with tier_pair(DEMO_MODELS / "arith-large", DEMO_MODELS / "arith-caller") as addresses:
-        yield addresses
-
-
 def _relayllm_served(addresses: dict, prompts: list[str]) -> list:
     """(prompt ids as the large tier prepared them, RelayResult) per prompt, one by one."""
     from relay_ray.controller import RelayController, RelayResult
@@ -123,7 +115,7 @@ def _relayllm_served(addresses: dict, prompts: list[str]) -> list:
     return asyncio.run(go())
 
 
-def test_relayllm_switches_and_equals_its_rules_over_one_torch_greedy_loop(caller_tiers):
+def test_relayllm_switches_and_equals_its_rules_over_one_torch_greedy_loop(arith_caller_tiers):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -132,7 +124,7 @@ def test_relayllm_switches_and_equals_its_rules_over_one_torch_greedy_loop(calle
     from relay_ray.tasks.splits import eval_splits
 
     problems = eval_splits()["test"][:CALLER_PROBLEMS]
-    served = _relayllm_served(caller_tiers, [p.prompt for p in problems])
+    served = _relayllm_served(arith_caller_tiers, [p.prompt for p in problems])
     tokenizer = AutoTokenizer.from_pretrained(str(DEMO_MODELS / "arith-caller"))
     caller, large = (AutoModelForCausalLM.from_pretrained(str(DEMO_MODELS / name), dtype=torch.float32)
                      for name in ("arith-caller", "arith-large"))

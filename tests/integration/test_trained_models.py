@@ -18,7 +18,7 @@ from relay_ray.transport.grpc_client import GrpcTierClient
 from relay_ray.quality.extract import extract, parse_format
 from relay_ray.tasks.splits import eval_splits
 from relay_ray.types import ChatMessage, PromptInput, RelayRequest, Tier
-from tests.integration.tier_servers import start_tier, stop_tier, tier_pair
+from tests.integration.tier_servers import start_tier, stop_tier
 
 pytestmark = pytest.mark.integration
 MODELS = Path(__file__).resolve().parents[2] / "demo-models"
@@ -41,26 +41,18 @@ def _relay(addresses: dict[Tier, str], prompts: list[str], policy: str,
     return asyncio.run(go())
 
 
-@pytest.fixture(scope="module")
-def trained_tiers():
-    if not (MODELS / "arith-large" / "config.json").exists():
-        pytest.fail("demo-models/ is missing the trained models (they are committed; see docs/quality.md)")
-    with tier_pair(MODELS / "arith-large", MODELS / "arith-caller") as addresses:
-        yield addresses
-
-
-def test_large_model_solves_test_problems(trained_tiers):
+def test_large_model_solves_test_problems(arith_caller_tiers):
     fmt = parse_format("answer-line")
     problems = eval_splits()["test"][:NUM_PROBLEMS]
-    results = _relay(trained_tiers, [p.prompt for p in problems], "large-only")
+    results = _relay(arith_caller_tiers, [p.prompt for p in problems], "large-only")
     answers = [extract(r.text, fmt) for r in results]
     right = sum(a == str(p.answer) for a, p in zip(answers, problems))
     assert right >= NUM_PROBLEMS - 1, f"large-only answered {answers}, expected {[p.answer for p in problems]}"
 
 
-def test_caller_hands_spans_to_the_large_model(trained_tiers):
+def test_caller_hands_spans_to_the_large_model(arith_caller_tiers):
     problem = eval_splits()["test"][0]
-    (result,) = _relay(trained_tiers, [problem.prompt], "relayllm", {"max_calls": 32})
+    (result,) = _relay(arith_caller_tiers, [problem.prompt], "relayllm", {"max_calls": 32})
     assert result.stats.tokens_by_tier[Tier.LARGE] > 0, "the caller never called"
     assert "<call>" not in result.text and "Answer:" in result.text
     assert result.stats.large_token_share < 0.5

@@ -12,19 +12,33 @@ from pathlib import Path
 from relay_ray.types import Tier
 
 
-def start_tier(model: Path, tier: str, bind: str) -> tuple[subprocess.Popen, str]:
-    """Start a tier server for ``model`` on core ``bind``; return it and its host:port."""
-    proc = subprocess.Popen(
+def launch_tier(model: Path, tier: str, bind: str) -> subprocess.Popen:
+    """Start a tier server for ``model`` on core ``bind`` (see :func:`wait_listening`)."""
+    return subprocess.Popen(
         [sys.executable, "-m", "relay_ray.cli", "tier-server", "--model", str(model), "--tier", tier,
          "--port", "0", "--dtype", "float32", "--max-model-len", "1024", "--kv-cache-space-gib", "1",
          "--cpu-threads-bind", bind],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
+
+
+def wait_listening(proc: subprocess.Popen, what: str) -> str:
+    """The host:port a launched tier server listens on, once it says so."""
     for line in proc.stdout:
         match = re.search(r"listening on (\S+)", line)
         if match:
-            return proc, match.group(1)
-    raise RuntimeError(f"{model.name} {tier} tier server exited with {proc.wait()}")
+            return match.group(1)
+    raise RuntimeError(f"{what} tier server exited with {proc.wait()}")
+
+
+def start_tier(model: Path, tier: str, bind: str) -> tuple[subprocess.Popen, str]:
+    """Start a tier server for ``model`` on core ``bind``; return it and its host:port."""
+    proc = launch_tier(model, tier, bind)
+    try:
+        return proc, wait_listening(proc, f"{model.name} {tier}")
+    except BaseException:
+        stop_tier(proc)
+        raise
 
 
 def stop_tier(proc: subprocess.Popen) -> None:
@@ -43,15 +57,11 @@ def stop_tier(proc: subprocess.Popen) -> None:
 
 @contextmanager
 def tier_pair(large_model: Path, small_model: Path) -> Iterator[dict[Tier, str]]:
-    """A large tier server on core 0 and a small one on core 1: their addresses by tier,
-    both stopped on exit (also when the second one fails to start)."""
-    procs = []
+    """A large tier server on core 0 and a small one on core 1, started side by side: their
+    addresses by tier, both stopped on exit (also when one of them fails to start)."""
+    procs = {Tier.LARGE: launch_tier(large_model, "large", "0"), Tier.SMALL: launch_tier(small_model, "small", "1")}
     try:
-        large, large_addr = start_tier(large_model, "large", "0")
-        procs.append(large)
-        small, small_addr = start_tier(small_model, "small", "1")
-        procs.append(small)
-        yield {Tier.LARGE: large_addr, Tier.SMALL: small_addr}
+        yield {tier: wait_listening(proc, f"{tier.value} ({proc.args[5]})") for tier, proc in procs.items()}
     finally:
-        for proc in procs:
+        for proc in procs.values():
             stop_tier(proc)
