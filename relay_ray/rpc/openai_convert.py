@@ -39,6 +39,7 @@ from relay_ray.types import (
 )
 
 DEFAULT_MODEL = "relay"
+Piece = tuple[tuple[int, Tier], str]  # text and the (segment index, tier) that wrote it
 # OpenAI's documented default for /v1/completions; chat takes the gRPC API's default.
 DEFAULT_COMPLETION_TOKENS = 16
 DEFAULT_CHAT_TOKENS = 256
@@ -219,7 +220,7 @@ class Answer:
                    result.stats, segments_out(result.segments))
 
 
-def cut_segments(pieces: list[tuple[tuple[int, Tier], str]], records: list[SegmentRecord]) -> list[SegmentOut]:
+def cut_segments(pieces: list[Piece], records: list[SegmentRecord]) -> list[SegmentOut]:
     """Segments of an answer a stop sequence cut, from the text pieces sent (tagged with
     segment index and tier): a segment sent whole keeps its record's figures."""
     texts: dict[int, tuple[Tier, str]] = {}
