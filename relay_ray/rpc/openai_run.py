@@ -1,7 +1,7 @@
 """One prompt's relay as the OpenAI edge runs it: the text pieces as they may be sent, then
 the prompt's :class:`~relay_ray.rpc.openai_convert.Answer`. A stop sequence (the request's
-``stop``) cuts the text and stops the relay at once; the cut answer's token counts then come
-from the large tier's tokenizer."""
+``stop``, found by :class:`StopScanner`) cuts the text and stops the relay at once; the cut
+answer's token counts then come from the large tier's tokenizer."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ class PromptRunner:
         """Text pieces as they may be sent, then the prompt's :class:`Answer`. A stop
         sequence cuts the text and stops the relay at once. ``timeout_s`` bounds the relay
         (the controller's deadline: segment jobs and engine requests end with it)."""
-        scanner = oc.StopScanner(stops)
+        scanner = StopScanner(stops)
         records, sent, streamed = [], [], []
         events = self.controller.generate(request, stream_text=stream_text, timeout_s=timeout_s)
         try:
@@ -71,6 +71,50 @@ class PromptRunner:
         if self._empty_text_tokens is None:
             self._empty_text_tokens = await self._count(PromptInput(text=""))
         return self._empty_text_tokens
+
+
+class StopScanner:
+    """Cuts streamed text before the first stop sequence, holding back only what could
+    still become the start of one. Text arrives and leaves in tagged pieces (the tag says
+    which segment wrote it), so a cut keeps each piece's attribution."""
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self.stops = stops
+        self._hold = max((len(s) for s in stops), default=1) - 1
+        self._pending: list[tuple[object, str]] = []
+        self.matched = False
+
+    def push(self, tag: object, text: str) -> list[tuple[object, str]]:
+        """Add text; returns the pieces that are safe to send (all of them if no stops)."""
+        if self.matched:
+            return []
+        if not self.stops:
+            return [(tag, text)] if text else []
+        self._pending.append((tag, text))
+        buffered = "".join(t for _, t in self._pending)
+        cut = min((i for i in (buffered.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.matched = True
+            return self._take(cut, drop_rest=True)
+        return self._take(max(0, len(buffered) - self._hold))
+
+    def flush(self) -> list[tuple[object, str]]:
+        """The held-back text, once the answer is complete."""
+        return [] if self.matched else self._take(sum(len(t) for _, t in self._pending))
+
+    def _take(self, num_chars: int, drop_rest: bool = False) -> list[tuple[object, str]]:
+        out, rest = [], []
+        for tag, text in self._pending:
+            if num_chars >= len(text):
+                out.append((tag, text))
+                num_chars -= len(text)
+            else:
+                if num_chars:
+                    out.append((tag, text[:num_chars]))
+                rest.append((tag, text[num_chars:]))
+                num_chars = 0
+        self._pending = [] if drop_rest else [(t, s) for t, s in rest if s]
+        return [(t, s) for t, s in out if s]
 
 
 def _unstreamed(result: RelayResult, streamed: str) -> tuple[tuple[int, Tier], str]:

@@ -17,8 +17,8 @@ from starlette.routing import Route
 from relay_ray.controller import RelayController, RelayResult
 from relay_ray.errors import RelayInputError
 from relay_ray.rpc import openai_errors
-from relay_ray.rpc.openai_convert import StopScanner
 from relay_ray.rpc.openai_http import OpenAIEdge
+from relay_ray.rpc.openai_run import StopScanner
 from relay_ray.types import PreparedPrompt, PromptInput, RelayRequest, Sampling, Tier
 from tests.unit.fakes import EOS, ScriptedTier
 
