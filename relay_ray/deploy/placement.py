@@ -3,6 +3,8 @@ produces (so a check sees exactly what Serve will request).
 
 A replica is a list of resource bundles: one bundle for a plain replica (``ray_actor_options``),
 one per GPU for a tensor-parallel one (its placement group, all bundles on one node).
+The capacity planner's view of the same deployment: the replicas deployed and the units (GPUs,
+or shares of bound CPU cores) a replica occupies.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from relay_ray.config import RelayConfig, TierConfig
+from relay_ray.deploy.capacity import TIERS, TierUnits
 from relay_ray.types import Tier
 
 CONTROLLER = "controller"
@@ -89,3 +92,34 @@ def placements(config: RelayConfig) -> list[Placement]:
     controller = Placement(CONTROLLER, CONTROLLER_DEPLOYMENT_NAME, (_clean({"CPU": c.num_cpus}),), True,
                            c.num_replicas, c.num_replicas)
     return [tier_placement(Tier.LARGE, config.large), tier_placement(Tier.SMALL, config.small), controller]
+
+
+def _cores(binding: str | None) -> set[int]:
+    """CPU cores of a VLLM_CPU_OMP_THREADS_BIND value ("0", "0-3", "0|1", "0,2")."""
+    cores: set[int] = set()
+    for part in filter(None, (binding or "").replace("|", ",").split(",")):
+        lo, _, hi = part.partition("-")
+        if lo.strip().isdigit():
+            cores.update(range(int(lo), int(hi or lo) + 1))
+    return cores
+
+
+def tier_units(config: RelayConfig, tier: str) -> TierUnits:
+    """GPUs per replica on GPU tiers; on CPU tiers the cores its replicas are bound to, shared."""
+    cfg = getattr(config, tier)
+    placement = next(p for p in placements(config) if p.name == tier)
+    if placement.gpus_per_replica > 0:
+        return TierUnits("GPU", placement.gpus_per_replica)
+    n = cfg.num_replicas
+    binds = cfg.cpu_threads_bind_by_replica or (cfg.cpu_threads_bind,)
+    cores = set().union(*(_cores(binds[r % len(binds)]) for r in range(n)))
+    return TierUnits("core", (len(cores) or 1) / n)
+
+
+def deployed_replicas(config: RelayConfig) -> dict[str, int]:
+    """Replicas of each tier as deployed (the autoscaling minimum where it scales)."""
+    out = {}
+    for tier in TIERS:
+        cfg = getattr(config, tier)
+        out[tier] = cfg.autoscaling.min_replicas if cfg.autoscaling else cfg.num_replicas
+    return out

@@ -39,6 +39,7 @@ from relay_ray.types import (
 )
 
 DEFAULT_MODEL = "relay"
+Piece = tuple[tuple[int, Tier], str]  # text and the (segment index, tier) that wrote it
 # OpenAI's documented default for /v1/completions; chat takes the gRPC API's default.
 DEFAULT_COMPLETION_TOKENS = 16
 DEFAULT_CHAT_TOKENS = 256
@@ -219,7 +220,7 @@ class Answer:
                    result.stats, segments_out(result.segments))
 
 
-def cut_segments(pieces: list[tuple[tuple[int, Tier], str]], records: list[SegmentRecord]) -> list[SegmentOut]:
+def cut_segments(pieces: list[Piece], records: list[SegmentRecord]) -> list[SegmentOut]:
     """Segments of an answer a stop sequence cut, from the text pieces sent (tagged with
     segment index and tier): a segment sent whole keeps its record's figures."""
     texts: dict[int, tuple[Tier, str]] = {}
@@ -244,47 +245,3 @@ def usage_of(answers: list[Answer]) -> Usage:
     if len(answers) == 1 and answers[0].stats is not None:
         relay = relay_usage(answers[0].stats, answers[0].finish)
     return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion, relay=relay)
-
-
-class StopScanner:
-    """Cuts streamed text before the first stop sequence, holding back only what could
-    still become the start of one. Text arrives and leaves in tagged pieces (the tag says
-    which segment wrote it), so a cut keeps each piece's attribution."""
-
-    def __init__(self, stops: tuple[str, ...]) -> None:
-        self.stops = stops
-        self._hold = max((len(s) for s in stops), default=1) - 1
-        self._pending: list[tuple[object, str]] = []
-        self.matched = False
-
-    def push(self, tag: object, text: str) -> list[tuple[object, str]]:
-        """Add text; returns the pieces that are safe to send (all of them if no stops)."""
-        if self.matched:
-            return []
-        if not self.stops:
-            return [(tag, text)] if text else []
-        self._pending.append((tag, text))
-        buffered = "".join(t for _, t in self._pending)
-        cut = min((i for i in (buffered.find(s) for s in self.stops) if i >= 0), default=-1)
-        if cut >= 0:
-            self.matched = True
-            return self._take(cut, drop_rest=True)
-        return self._take(max(0, len(buffered) - self._hold))
-
-    def flush(self) -> list[tuple[object, str]]:
-        """The held-back text, once the answer is complete."""
-        return [] if self.matched else self._take(sum(len(t) for _, t in self._pending))
-
-    def _take(self, num_chars: int, drop_rest: bool = False) -> list[tuple[object, str]]:
-        out, rest = [], []
-        for tag, text in self._pending:
-            if num_chars >= len(text):
-                out.append((tag, text))
-                num_chars -= len(text)
-            else:
-                if num_chars:
-                    out.append((tag, text[:num_chars]))
-                rest.append((tag, text[num_chars:]))
-                num_chars = 0
-        self._pending = [] if drop_rest else [(t, s) for t, s in rest if s]
-        return [(t, s) for t, s in out if s]

@@ -7,37 +7,36 @@ metrics, traces) serves gRPC and HTTP. Requests convert at the edge
 (:mod:`relay_ray.rpc.openai_convert`); every failure is an OpenAI error object with the
 status the ``openai`` SDK acts on (:mod:`relay_ray.rpc.openai_errors`). Errors found before
 the first byte (bad input, unknown model, overload) get their status; a streamed answer
-that fails later ends with an error event and ``data: [DONE]``.
+that fails later ends with an error event and ``data: [DONE]``
+(:mod:`relay_ray.rpc.openai_sse`). Each prompt's relay runs in :mod:`relay_ray.rpc.openai_run`
+(stop sequences).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from relay_ray.controller import RelayController, RelayResult
-from relay_ray.controller.events import SegmentFinished, TextDelta
+from relay_ray.controller import RelayController
 from relay_ray.controller.validate import validate_request
 from relay_ray.rpc import openai_convert as oc
+from relay_ray.rpc import openai_sse
 from relay_ray.rpc.openai_errors import (
     OpenAIError, bad_request, error_for, method_not_allowed, model_not_found, not_found,
 )
+from relay_ray.rpc.openai_run import PromptRunner
 from relay_ray.rpc.openai_schema import (
     AssistantMessage,
     ChatChoice,
-    ChatChunkChoice,
     ChatCompletion,
-    ChatCompletionChunk,
     ChatCompletionRequest,
-    ChatDelta,
     Completion,
     CompletionChoice,
     CompletionRequest,
@@ -47,12 +46,7 @@ from relay_ray.rpc.openai_schema import (
     ModelTiers,
     RelayChoiceInfo,
 )
-from relay_ray.types import PromptInput, RelayRequest, Tier
-
-logger = logging.getLogger(__name__)
-Piece = tuple[tuple[int, Tier], str]  # text and the (segment index, tier) that wrote it
-_DONE = "data: [DONE]\n\n"
-_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+from relay_ray.types import RelayRequest
 
 
 class Authenticator(Protocol):
@@ -77,10 +71,6 @@ def error_response(err: OpenAIError) -> Response:
     return _json(err.body(), err.status, err.headers())
 
 
-def _sse(model: BaseModel) -> str:
-    return f"data: {model.model_dump_json()}\n\n"
-
-
 def _validation_error(exc: ValidationError) -> OpenAIError:
     err = exc.errors()[0]
     param = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
@@ -97,7 +87,7 @@ class OpenAIEdge:
         self.default_policy = default_policy
         self.authenticator = authenticator or AllowAll()
         self._clock = clock
-        self._empty_text_tokens: int | None = None  # special tokens the tokenizer adds to any text
+        self._prompts = PromptRunner(controller)
 
     async def handle(self, request: Request) -> Response:
         """Route one HTTP request (paths relative to the application's route prefix)."""
@@ -185,7 +175,7 @@ class OpenAIEdge:
     async def _unary_answers(self, requests: list[RelayRequest], stops: tuple[str, ...],
                              timeout_s: float | None) -> list[oc.Answer]:
         async def one(request: RelayRequest) -> oc.Answer:
-            async for item in self._run(request, stops, bool(stops), timeout_s):
+            async for item in self._prompts.run(request, stops, bool(stops), timeout_s):
                 if isinstance(item, oc.Answer):
                     return item
             raise RuntimeError("relay ended without an answer")
@@ -209,57 +199,6 @@ class OpenAIEdge:
                                     relay=info(a)) for i, a in enumerate(answers)]
         return Completion(id=f"cmpl-{request_id}", created=created, model=req.model, choices=choices, usage=usage)
 
-    # ---- one prompt's relay --------------------------------------------------------
-
-    async def _run(self, request: RelayRequest, stops: tuple[str, ...], stream_text: bool,
-                   timeout_s: float | None) -> AsyncIterator[Piece | oc.Answer]:
-        """Text pieces as they may be sent, then the prompt's :class:`Answer`. A stop
-        sequence cuts the text and stops the relay at once. ``timeout_s`` bounds the relay
-        (the controller's deadline: segment jobs and engine requests end with it)."""
-        scanner = oc.StopScanner(stops)
-        records, sent, streamed = [], [], []
-        events = self.controller.generate(request, stream_text=stream_text, timeout_s=timeout_s)
-        try:
-            async for event in events:
-                if isinstance(event, SegmentFinished):
-                    records.append(event.record)
-                    continue
-                if isinstance(event, TextDelta):
-                    streamed.append(event.text)
-                    pieces = scanner.push((event.segment_index, event.tier), event.text)
-                else:
-                    pieces = scanner.push(*_unstreamed(event, "".join(streamed))) if stream_text else []
-                    pieces += scanner.flush()
-                for piece in pieces:
-                    sent.append(piece)
-                    yield piece
-                if scanner.matched:
-                    await events.aclose()  # stop the tiers before counting
-                    yield await self._cut_answer(request, sent, records)
-                    return
-                if isinstance(event, RelayResult):
-                    yield oc.Answer.of(event)
-                    return
-        finally:
-            await events.aclose()
-
-    async def _cut_answer(self, request: RelayRequest, sent: list[Piece], records: list) -> oc.Answer:
-        """The answer of a relay a stop sequence cut: its token counts come from the large
-        tier's tokenizer (the relay did not finish, so it reported none)."""
-        text = "".join(t for _, t in sent)
-        prompt_tokens = records[0].num_prompt_tokens if records else await self._count(request.prompt)
-        completion_tokens = await self._count(PromptInput(text=text)) - await self._empty_tokens() if text else 0
-        return oc.Answer(text, oc.STOP_SEQUENCE, prompt_tokens, completion_tokens, None,
-                         oc.cut_segments(sent, records))
-
-    async def _count(self, prompt: PromptInput) -> int:
-        return len((await self.controller.tiers[Tier.LARGE].prepare(prompt)).token_ids)
-
-    async def _empty_tokens(self) -> int:
-        if self._empty_text_tokens is None:
-            self._empty_text_tokens = await self._count(PromptInput(text=""))
-        return self._empty_text_tokens
-
     # ---- streaming -----------------------------------------------------------------
 
     async def _stream(self, req, requests: list[RelayRequest], deadline: float | None, timeout_s: float | None,
@@ -267,72 +206,16 @@ class OpenAIEdge:
         """Start every prompt's relay and wait for its first piece, so that errors before
         the first byte get their HTTP status; then stream server-sent events."""
         stops = req.stop_strings()
-        runs = [self._run(r, stops, True, timeout_s) for r in requests]
+        runs = [self._prompts.run(r, stops, True, timeout_s) for r in requests]
         try:
             async with asyncio.timeout_at(deadline):
                 firsts = await _all(anext(run) for run in runs)
         except BaseException:
             await asyncio.gather(*(run.aclose() for run in runs), return_exceptions=True)
             raise
-        merged = _merge([_prepend(first, run) for first, run in zip(firsts, runs)])
-        body = self._events(req, requests[0].request_id, merged, deadline, param_of)
-        return StreamingResponse(body, media_type="text/event-stream", headers=_SSE_HEADERS)
-
-    async def _events(self, req, request_id: str, merged: AsyncIterator[tuple[int, Piece | oc.Answer]],
-                      deadline: float | None, param_of: Callable[[str], str]) -> AsyncIterator[str]:
-        chat = isinstance(req, ChatCompletionRequest)
-        want_segments = bool(req.relay and req.relay.segments)
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        created = int(self._clock())
-        answers: dict[int, oc.Answer] = {}
-        ident = f"{'chatcmpl' if chat else 'cmpl'}-{request_id}"
-
-        def chunk(index: int, text: str | None, finish: str | None = None,
-                  relay: RelayChoiceInfo | None = None, role: bool = False) -> str:
-            if chat:
-                delta = ChatDelta(role="assistant" if role else None, content=text)
-                return _sse(ChatCompletionChunk(id=ident, created=created, model=req.model, choices=[
-                    ChatChunkChoice(index=index, delta=delta, finish_reason=finish, relay=relay)]))
-            return _sse(Completion(id=ident, created=created, model=req.model, choices=[
-                CompletionChoice(index=index, text=text or "", finish_reason=finish, relay=relay)]))
-
-        try:
-            if chat:  # one choice (n = 1)
-                yield chunk(0, "", role=True)
-            while True:
-                async with asyncio.timeout_at(deadline):  # around the wait only, never a yield
-                    item = await anext(merged, None)
-                if item is None:
-                    break
-                index, value = item
-                if isinstance(value, oc.Answer):
-                    answers[index] = value
-                    info = RelayChoiceInfo(segments=value.segments) if want_segments else None
-                    yield chunk(index, None if chat else "", oc.finish_reason_out(value.finish), info)
-                else:
-                    (segment_index, tier), text = value
-                    info = RelayChoiceInfo(tier=tier.value, segment_index=segment_index) if want_segments else None
-                    yield chunk(index, text, relay=info)
-            if include_usage:
-                usage = oc.usage_of([answers[i] for i in sorted(answers)])
-                model = ChatCompletionChunk if chat else Completion
-                yield _sse(model(id=ident, created=created, model=req.model, choices=[], usage=usage))
-        except Exception as exc:  # the status is sent already: an error event ends the stream
-            yield _sse(error_for(exc, param_of, request_id).body())
-        finally:
-            await merged.aclose()
-        yield _DONE
-
-
-def _unstreamed(result: RelayResult, streamed: str) -> tuple[tuple[int, Tier], str]:
-    """The tagged end of ``result.text`` no delta carried (text no model wrote: RelayGen's
-    ``</think>`` on budget exhaustion), so that the deltas always add up to the answer."""
-    last = result.segments[-1] if result.segments else None
-    tag = (last.index, last.tier) if last else (0, Tier.LARGE)
-    if result.text.startswith(streamed):
-        return tag, result.text[len(streamed):]
-    logger.warning("request %s: deltas sent are not a prefix of the answer (text taken back)", result.request_id)
-    return tag, ""
+        merged = openai_sse.merge([openai_sse.prepend(first, run) for first, run in zip(firsts, runs)])
+        body = openai_sse.events(req, requests[0].request_id, merged, deadline, param_of, self._clock)
+        return StreamingResponse(body, media_type="text/event-stream", headers=openai_sse.SSE_HEADERS)
 
 
 async def _all(coros) -> list:
@@ -344,52 +227,3 @@ async def _all(coros) -> list:
     except BaseExceptionGroup as group_error:
         raise group_error.exceptions[0] from None
     return [t.result() for t in tasks]
-
-
-async def _prepend(first, rest: AsyncIterator) -> AsyncIterator:
-    try:
-        yield first
-        async for item in rest:
-            yield item
-    finally:
-        await rest.aclose()
-
-
-async def _merge(streams: list[AsyncIterator]) -> AsyncIterator[tuple[int, object]]:
-    """Items of several streams as they come, tagged with the stream's index; the first
-    failure of any stream is raised (the others are stopped)."""
-    if len(streams) == 1:
-        try:
-            async for item in streams[0]:
-                yield 0, item
-        finally:
-            await streams[0].aclose()
-        return
-    queue: asyncio.Queue = asyncio.Queue()
-    done = object()
-
-    async def feed(index: int, stream: AsyncIterator) -> None:
-        try:
-            async for item in stream:
-                await queue.put((index, item))
-            await queue.put((index, done))
-        except Exception as exc:
-            await queue.put((index, exc))
-        finally:
-            await stream.aclose()
-
-    tasks = [asyncio.create_task(feed(i, s)) for i, s in enumerate(streams)]
-    try:
-        remaining = len(tasks)
-        while remaining:
-            index, item = await queue.get()
-            if item is done:
-                remaining -= 1
-            elif isinstance(item, Exception):
-                raise item
-            else:
-                yield index, item
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

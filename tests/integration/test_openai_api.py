@@ -138,7 +138,7 @@ def test_the_demo_curl_line_reaches_the_app(relay_server):
     import shlex
     import subprocess
 
-    from relay_ray.cli import _curl_line
+    from relay_ray.cli.demo import curl_line
     from relay_ray.serve.local import load_serve_file
     from tests.integration.conftest import ROOT
 
@@ -146,7 +146,7 @@ def test_the_demo_curl_line_reaches_the_app(relay_server):
     port = int(relay_server.http_url.rsplit(":", 1)[1])
     raw = {**local.raw, "http_options": {"port": port}, "applications": [{**local.raw["applications"][0],
                                                                           "route_prefix": "/pair"}]}
-    line = _curl_line(dataclasses.replace(local, raw=raw), "rstitch", 8)
+    line = curl_line(dataclasses.replace(local, raw=raw), "rstitch", 8)
     answer = json.loads(subprocess.run([*shlex.split(line), "-s"], capture_output=True, check=True,
                                        timeout=120).stdout)
     assert answer["model"] == "relay-rstitch" and answer["usage"]["completion_tokens"] <= 8

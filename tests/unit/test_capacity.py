@@ -22,7 +22,9 @@ from relay_ray.deploy.capacity import (
 )
 from relay_ray.deploy.loadrun import RequestRow, percentile, step_stats
 from relay_ray.deploy.measurements import Measurements
-from relay_ray.deploy.plan_command import measured_max_at_slo, parse_mix, tier_units
+from relay_ray.deploy.placement import tier_units
+from relay_ray.deploy.plan_command import parse_mix
+from relay_ray.deploy.plan_measure import measured_max_at_slo
 from relay_ray.errors import RelayInputError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ from typing import Literal
 import pytest
 from pydantic import BaseModel
 
-from relay_ray import cli
+from relay_ray.cli import policy_flags
 
 
 class _Params(BaseModel):
@@ -24,9 +24,9 @@ class _FakePolicy:
 
 
 def _parser(monkeypatch) -> argparse.ArgumentParser:
-    monkeypatch.setattr(cli, "REGISTRY", {"fake": _FakePolicy})
+    monkeypatch.setattr(policy_flags, "REGISTRY", {"fake": _FakePolicy})
     parser = argparse.ArgumentParser()
-    cli._add_policy_args(parser)
+    policy_flags.add_policy_args(parser)
     return parser
 
 
@@ -46,6 +46,6 @@ def test_scalar_parameters_take_exactly_one_value(monkeypatch, flag):
 
 def test_real_registry_cues_are_a_list_and_tau_a_scalar():
     parser = argparse.ArgumentParser()
-    cli._add_policy_args(parser)
+    policy_flags.add_policy_args(parser)
     args = parser.parse_args(["--policy", "relaygen", "--cues", " So", " Therefore", "--tau", "0.3"])
     assert args.param_cues == [" So", " Therefore"] and args.param_tau == "0.3"

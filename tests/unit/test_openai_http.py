@@ -17,8 +17,8 @@ from starlette.routing import Route
 from relay_ray.controller import RelayController, RelayResult
 from relay_ray.errors import RelayInputError
 from relay_ray.rpc import openai_errors
-from relay_ray.rpc.openai_convert import StopScanner
 from relay_ray.rpc.openai_http import OpenAIEdge
+from relay_ray.rpc.openai_run import StopScanner
 from relay_ray.types import PreparedPrompt, PromptInput, RelayRequest, Sampling, Tier
 from tests.unit.fakes import EOS, ScriptedTier
 
@@ -356,11 +356,11 @@ def test_demo_prints_a_curl_line_for_the_served_config():
     import json
     import shlex
 
-    from relay_ray.cli import _curl_line
+    from relay_ray.cli.demo import curl_line
     from relay_ray.serve.local import load_serve_file
 
     root = Path(__file__).resolve().parents[2]
-    line = _curl_line(load_serve_file(root / "cluster/serve-local.yaml"), "rstitch", 64)
+    line = curl_line(load_serve_file(root / "cluster/serve-local.yaml"), "rstitch", 64)
     args = shlex.split(line)
     assert args[:2] == ["curl", "http://127.0.0.1:8000/v1/chat/completions"]
     body = json.loads(args[args.index("-d") + 1])
