@@ -27,6 +27,9 @@ def _stream(client, request, print_text: bool, color: bool):
         elif kind == "final":
             response = event.final
     print()
+    if response is None:  # the server closed the stream without its final message
+        raise SystemExit("error: the stream ended without a final response; the text above may be "
+                         "incomplete: retry, or run without --stream")
     return response
 
 
