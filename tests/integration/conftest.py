@@ -113,16 +113,30 @@ def relay_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def arith_caller_tiers():
-    """The trained large model (core 0) and the RelayLLM caller (core 1) as standalone gRPC
-    tier servers, started once for the modules that use them: their addresses by tier."""
-    from tests.integration.tier_servers import tier_pair
+def arith_servers() -> dict[str, str]:
+    """The trained models as standalone gRPC tier servers, started side by side once for the
+    modules that use them: addresses of ``large`` (core 0), ``caller`` and ``small`` (core 1)."""
+    from tests.integration.tier_servers import launch_tier, stop_tier, wait_listening
 
     demo_models = ROOT / "demo-models"
     if not (demo_models / "arith-large" / "config.json").exists():
         pytest.fail("demo-models/ is missing the trained models (they are committed; see docs/quality.md)")
-    with tier_pair(demo_models / "arith-large", demo_models / "arith-caller") as addresses:
-        yield addresses
+    procs = {}
+    try:
+        for name, tier, bind in (("large", "large", "0"), ("caller", "small", "1"), ("small", "small", "1")):
+            procs[name] = launch_tier(demo_models / f"arith-{name}", tier, bind)
+        yield {name: wait_listening(proc, f"arith-{name}") for name, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            stop_tier(proc)
+
+
+@pytest.fixture(scope="session")
+def arith_caller_tiers(arith_servers):
+    """RelayLLM's tiers: the trained large model and the caller, by tier."""
+    from relay_ray.types import Tier
+
+    return {Tier.LARGE: arith_servers["large"], Tier.SMALL: arith_servers["caller"]}
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from relay_ray.v1 import common_pb2
 
 pytestmark = pytest.mark.integration
 NUM_PROMPTS, NEW_TOKENS = 20, 64
+CONCURRENT_REQUESTS = 4
 PROMPTS = [f"So we add {i} and {7 * i + 3}, so the sum is {8 * i + 3}. Now compute the product"
            for i in range(NUM_PROMPTS)]
 DEMO_MODELS = Path(__file__).resolve().parents[2] / "demo-models"
@@ -57,14 +59,17 @@ def _policies(baselines):
 
 
 def _generate_all(client, baselines, policy: str, params: dict) -> list:
-    """Every prompt under ``policy``; each answer must equal the model alone, token for token."""
-    responses = []
-    for prompt, base in zip(PROMPTS, baselines):
-        response = client.generate(build_request(prompt, policy, params, max_new_tokens=NEW_TOKENS))
+    """Every prompt under ``policy``, four at a time (the engines batch them, as in service);
+    each answer must equal the model alone, token for token."""
+    def one(prompt: str):
+        return client.generate(build_request(prompt, policy, params, max_new_tokens=NEW_TOKENS))
+
+    with ThreadPoolExecutor(CONCURRENT_REQUESTS) as pool:
+        responses = list(pool.map(one, PROMPTS))
+    for prompt, base, response in zip(PROMPTS, baselines, responses):
         assert list(response.token_ids) == list(base.token_ids), f"{policy} diverged on {prompt!r}"
         assert response.text == base.text
         assert len(response.token_ids) == NEW_TOKENS or response.stats.finish_reason == common_pb2.FINISH_REASON_EOS
-        responses.append(response)
     return responses
 
 

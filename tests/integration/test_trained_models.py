@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from pathlib import Path
 
 import pytest
 
@@ -18,10 +17,8 @@ from relay_ray.transport.grpc_client import GrpcTierClient
 from relay_ray.quality.extract import extract, parse_format
 from relay_ray.tasks.splits import eval_splits
 from relay_ray.types import ChatMessage, PromptInput, RelayRequest, Tier
-from tests.integration.tier_servers import start_tier, stop_tier
 
 pytestmark = pytest.mark.integration
-MODELS = Path(__file__).resolve().parents[2] / "demo-models"
 NUM_PROBLEMS = 6
 
 
@@ -58,10 +55,7 @@ def test_caller_hands_spans_to_the_large_model(arith_caller_tiers):
     assert result.stats.large_token_share < 0.5
 
 
-def test_small_model_loads_and_answers():
-    proc, addr = start_tier(MODELS / "arith-small", "small", "1")
-    try:
-        (result,) = _relay({Tier.LARGE: addr, Tier.SMALL: addr}, [eval_splits()["test"][1].prompt], "small-only")
-    finally:
-        stop_tier(proc)
+def test_small_model_loads_and_answers(arith_servers):
+    addr = arith_servers["small"]
+    (result,) = _relay({Tier.LARGE: addr, Tier.SMALL: addr}, [eval_splits()["test"][1].prompt], "small-only")
     assert "</think>" in result.text and re.search(r"Answer: \d+", result.text)
