@@ -10,8 +10,10 @@ Inputs, all measured with Locust (``relay-ray plan``) or written down as assumpt
 - the **switch overhead**: latency per switch not explained by the tiers' token times
   (handoff, delta prefill), from the mix at one user.
 
-Model: at ``rate`` requests/s a tier must generate ``rate * sum(weight * tokens)`` tokens/s,
-spread over its replicas. On the tier's curve that throughput per replica happens at some
+Model: at ``rate`` requests/s a tier must do ``rate * sum(weight * work)`` per second, spread
+over its replicas, where a request's work on a tier is the tokens it generates there plus its
+uncached prefill tokens times the tier's ``prefill_cost`` (decode-token equivalents: about 1 on
+a compute-bound CPU), counted in the curve's own tokens (whose requests prefill too). On the tier's curve that throughput per replica happens at some
 concurrency; there a token costs ``s_per_token_p95`` (interpolated). A policy's p95 latency is
 ``sum over tiers(tokens on the tier * that tier's p95 seconds per token) + switches *
 overhead``. A rate is feasible when no tier is past the top of its curve and every policy's
@@ -50,6 +52,8 @@ class TierCurve:
     tier: str
     replicas: int  # replicas the curve was measured with
     points: tuple[CurvePoint, ...]
+    prefill_per_token: float = 0.0  # uncached prefill tokens per generated token of the curve's requests
+    prefill_cost: float = 1.0  # decode-token equivalents of one prefill token on this tier's hardware
 
     def __post_init__(self) -> None:
         if not self.points:
@@ -114,6 +118,16 @@ def tokens_per_request(mix: Sequence[PolicyDemand], tier: str) -> float:
     return sum(share * d.generated.get(tier, 0.0) for d, share in _shares(mix))
 
 
+def work_per_request(mix: Sequence[PolicyDemand], curve: TierCurve) -> float:
+    """Mean work a request of the mix asks of ``curve``'s tier, in the curve's generated tokens:
+    a prefill token costs ``prefill_cost`` decode tokens, and each of the curve's own generated
+    tokens came with ``prefill_per_token`` prefill tokens."""
+    c = curve.prefill_cost
+    work = sum(share * (d.generated.get(curve.tier, 0.0) + c * d.prefill.get(curve.tier, 0.0))
+               for d, share in _shares(mix))
+    return work / (1 + c * curve.prefill_per_token)
+
+
 def switch_overhead_s(mix: Sequence[PolicyDemand], curves: Mapping[str, TierCurve]) -> float:
     """Latency per switch not explained by the tiers' token times at one user (>= 0)."""
     num = den = 0.0
@@ -142,7 +156,7 @@ def predict(rate_rps: float, mix: Sequence[PolicyDemand], curves: Mapping[str, T
             replicas: Mapping[str, int], overhead_s: float) -> Prediction:
     tiers: dict[str, OperatingPoint | None] = {}
     for tier, curve in curves.items():
-        demand = rate_rps * tokens_per_request(mix, tier)
+        demand = rate_rps * work_per_request(mix, curve)
         tiers[tier] = curve.operating_point(demand / max(replicas[tier], 1)) if demand > 0 else \
             curve.operating_point(0.0)
     feasible = all(op is not None for op in tiers.values())
@@ -159,8 +173,8 @@ def predict(rate_rps: float, mix: Sequence[PolicyDemand], curves: Mapping[str, T
 def saturation_rate(mix: Sequence[PolicyDemand], curves: Mapping[str, TierCurve],
                     replicas: Mapping[str, int]) -> float:
     """Requests/s at which the first tier reaches the top of its curve."""
-    rates = [curve.max_tokens_per_s_per_replica * replicas[t] / tokens_per_request(mix, t)
-             for t, curve in curves.items() if tokens_per_request(mix, t) > 0]
+    rates = [curve.max_tokens_per_s_per_replica * replicas[t] / work_per_request(mix, curve)
+             for t, curve in curves.items() if work_per_request(mix, curve) > 0]
     return min(rates) if rates else math.inf
 
 

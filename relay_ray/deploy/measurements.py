@@ -30,14 +30,16 @@ class Measurements:
             "source": self.source,
             "max_new_tokens": self.max_new_tokens,
             "switch_overhead_s": self.overhead_s,
-            "tiers": {t: {"replicas": c.replicas, "points": [asdict(p) for p in c.points]}
+            "tiers": {t: {"replicas": c.replicas, "prefill_per_token": c.prefill_per_token,
+                          "prefill_cost": c.prefill_cost, "points": [asdict(p) for p in c.points]}
                       for t, c in self.curves.items()},
             "demand": [asdict(d) for d in self.demand],
         }
 
     @classmethod
     def from_json(cls, raw: dict) -> Measurements:
-        curves = {t: TierCurve(t, int(v["replicas"]), tuple(CurvePoint(**p) for p in v["points"]))
+        curves = {t: TierCurve(t, int(v["replicas"]), tuple(CurvePoint(**p) for p in v["points"]),
+                               float(v.get("prefill_per_token", 0.0)), float(v.get("prefill_cost", 1.0)))
                   for t, v in raw["tiers"].items()}
         demand = [PolicyDemand(**{**d, "generated": dict(d["generated"]), "prefill": dict(d.get("prefill", {}))})
                   for d in raw["demand"]]

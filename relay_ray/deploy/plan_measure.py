@@ -26,7 +26,14 @@ def measure_curve(address: str, app: str, tier: str, replicas: int, users: list[
     stats = step_stats(rows, steps, warmup_s)
     points = tuple(CurvePoint(s.users, s.tier_tokens_per_s[tier], s.s_per_token_p95, s.s_per_token_mean,
                               s.latency_requests) for s in stats if s.latency_requests)
-    return TierCurve(tier, replicas, points), stats
+    return TierCurve(tier, replicas, points, prefill_per_token(rows, tier)), stats
+
+
+def prefill_per_token(rows, tier: str) -> float:
+    """Uncached prefill tokens per generated token on ``tier`` over the successful rows."""
+    ok = [r for r in rows if r.ok]
+    generated = sum(getattr(r, f"{tier}_generated") for r in ok)
+    return sum(getattr(r, f"{tier}_prefill_tokens") for r in ok) / generated if generated else 0.0
 
 
 def measure_demand(address: str, app: str, mix: dict[str, float], params: str, seconds: float, warmup_s: float,

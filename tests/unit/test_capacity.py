@@ -19,6 +19,7 @@ from relay_ray.deploy.capacity import (
     predict,
     saturation_rate,
     switch_overhead_s,
+    work_per_request,
 )
 from relay_ray.deploy.loadrun import RequestRow, percentile, step_stats
 from relay_ray.deploy.measurements import Measurements
@@ -74,6 +75,24 @@ def test_prediction_per_policy_and_saturation():
     large_per_request = 16 * 2 / 3
     assert saturation_rate(MIX, CURVES, {"large": 1, "small": 1}) == pytest.approx(25 / large_per_request)
     assert not predict(25 / large_per_request * 1.01, MIX, CURVES, {"large": 1, "small": 1}, overhead).feasible
+
+
+def test_prefill_counts_as_work_in_the_curves_terms():
+    # The curve's own requests prefilled 0.5 tokens per generated token; fixed-ratio's large
+    # segments prefill 30 tokens per request (the small tier's text), large-only's 8 per 16.
+    curve = TierCurve("large", 1, LARGE.points, prefill_per_token=0.5)
+    mix = [PolicyDemand("fixed-ratio", 1, {"large": 8, "small": 24}, prefill={"large": 30.0}),
+           PolicyDemand("large-only", 1, {"large": 16}, prefill={"large": 8.0})]
+    work = work_per_request(mix, curve)
+    assert work == pytest.approx((0.5 * (8 + 30) + 0.5 * (16 + 8)) / 1.5)
+    assert saturation_rate(mix, {"large": curve}, {"large": 1}) == pytest.approx(25 / work)
+    # Counting generated tokens only (the former model) would promise 25 / 12 = 2.1 requests/s.
+    assert 25 / work < 0.7 * 25 / 12
+    free = TierCurve("large", 1, LARGE.points, prefill_per_token=0.5, prefill_cost=0.0)
+    assert work_per_request(mix, free) == pytest.approx(12.0)  # prefill free: generated tokens only
+    # Saved and loaded with the curve.
+    m = Measurements({"large": curve}, mix, 0.0, 32)
+    assert Measurements.from_json(m.to_json()).curves["large"].prefill_per_token == 0.5
 
 
 def test_max_rate_at_slo_is_where_the_worst_policy_meets_it():
