@@ -112,15 +112,22 @@ def relay_server(tmp_path_factory):
     reap_session()
 
 
-@pytest.fixture(scope="session")
-def arith_servers() -> dict[str, str]:
-    """The trained models as standalone gRPC tier servers, started side by side once for the
-    modules that use them: addresses of ``large`` (core 0), ``caller`` and ``small`` (core 1)."""
-    from tests.integration.tier_servers import launch_tier, stop_tier, wait_listening
-
+def _need_trained_models() -> Path:
     demo_models = ROOT / "demo-models"
     if not (demo_models / "arith-large" / "config.json").exists():
         pytest.fail("demo-models/ is missing the trained models (they are committed; see docs/quality.md)")
+    return demo_models
+
+
+# Module scope: the tier servers stop when the module ends (kept for the session, their memory
+# starved the multi-node test's own cluster).
+@pytest.fixture(scope="module")
+def arith_servers() -> dict[str, str]:
+    """The trained models as standalone gRPC tier servers, started side by side: addresses of
+    ``large`` (core 0), ``caller`` and ``small`` (core 1)."""
+    from tests.integration.tier_servers import launch_tier, stop_tier, wait_listening
+
+    demo_models = _need_trained_models()
     procs = {}
     try:
         for name, tier, bind in (("large", "large", "0"), ("caller", "small", "1"), ("small", "small", "1")):
@@ -131,12 +138,14 @@ def arith_servers() -> dict[str, str]:
             stop_tier(proc)
 
 
-@pytest.fixture(scope="session")
-def arith_caller_tiers(arith_servers):
-    """RelayLLM's tiers: the trained large model and the caller, by tier."""
-    from relay_ray.types import Tier
+@pytest.fixture(scope="module")
+def arith_caller_tiers():
+    """RelayLLM's tiers, started side by side: the trained large model and the caller, by tier."""
+    from tests.integration.tier_servers import tier_pair
 
-    return {Tier.LARGE: arith_servers["large"], Tier.SMALL: arith_servers["caller"]}
+    demo_models = _need_trained_models()
+    with tier_pair(demo_models / "arith-large", demo_models / "arith-caller") as addresses:
+        yield addresses
 
 
 @pytest.fixture(scope="session")

@@ -38,18 +38,22 @@ def _relay(addresses: dict[Tier, str], prompts: list[str], policy: str,
     return asyncio.run(go())
 
 
-def test_large_model_solves_test_problems(arith_caller_tiers):
+def _caller_tiers(servers: dict[str, str]) -> dict[Tier, str]:
+    return {Tier.LARGE: servers["large"], Tier.SMALL: servers["caller"]}
+
+
+def test_large_model_solves_test_problems(arith_servers):
     fmt = parse_format("answer-line")
     problems = eval_splits()["test"][:NUM_PROBLEMS]
-    results = _relay(arith_caller_tiers, [p.prompt for p in problems], "large-only")
+    results = _relay(_caller_tiers(arith_servers), [p.prompt for p in problems], "large-only")
     answers = [extract(r.text, fmt) for r in results]
     right = sum(a == str(p.answer) for a, p in zip(answers, problems))
     assert right >= NUM_PROBLEMS - 1, f"large-only answered {answers}, expected {[p.answer for p in problems]}"
 
 
-def test_caller_hands_spans_to_the_large_model(arith_caller_tiers):
+def test_caller_hands_spans_to_the_large_model(arith_servers):
     problem = eval_splits()["test"][0]
-    (result,) = _relay(arith_caller_tiers, [problem.prompt], "relayllm", {"max_calls": 32})
+    (result,) = _relay(_caller_tiers(arith_servers), [problem.prompt], "relayllm", {"max_calls": 32})
     assert result.stats.tokens_by_tier[Tier.LARGE] > 0, "the caller never called"
     assert "<call>" not in result.text and "Answer:" in result.text
     assert result.stats.large_token_share < 0.5
