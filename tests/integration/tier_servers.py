@@ -31,16 +31,6 @@ def wait_listening(proc: subprocess.Popen, what: str) -> str:
     raise RuntimeError(f"{what} tier server exited with {proc.wait()}")
 
 
-def start_tier(model: Path, tier: str, bind: str) -> tuple[subprocess.Popen, str]:
-    """Start a tier server for ``model`` on core ``bind``; return it and its host:port."""
-    proc = launch_tier(model, tier, bind)
-    try:
-        return proc, wait_listening(proc, f"{model.name} {tier}")
-    except BaseException:
-        stop_tier(proc)
-        raise
-
-
 def stop_tier(proc: subprocess.Popen) -> None:
     """Stop a tier server and its engine process (SIGTERM lets vLLM shut its engine down)."""
     import psutil
