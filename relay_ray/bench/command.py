@@ -96,11 +96,14 @@ def _scenario_runs(args, client, target, c: int) -> dict:
     from relay_ray.bench.scenarios import num_requests
 
     runs = {}
+    offset = 1_000_000 * c  # fresh prompts for every run (run_scenario: no run prefills for another)
     for scenario in target.scenarios:
         if args.scenarios and scenario.is_relay and not any(w in scenario.label for w in args.scenarios):
             continue
-        runs[scenario.label] = run_scenario(client, scenario, c, num_requests(c, args.requests), args.max_new_tokens,
-                                            f"{target.name} c={c} {scenario.label}", prompt_offset=1000 * c)
+        count = num_requests(c, args.requests)
+        runs[scenario.label] = run_scenario(client, scenario, c, count, args.max_new_tokens,
+                                            f"{target.name} c={c} {scenario.label}", prompt_offset=offset)
+        offset += count
     return runs
 
 

@@ -41,6 +41,7 @@ class Sample:
     large_decode_ms_per_token: list[float]  # per segment of >1 token
     small_decode_ms_per_token: list[float]
     handoffs: list[Handoff]
+    first_num_cached_tokens: int  # prompt tokens the first segment found in the prefix cache
 
     @property
     def num_tokens(self) -> int:
@@ -66,14 +67,19 @@ def _sample(response, latency_ms: float) -> Sample:
             handoffs.append(Handoff(large, seg.controller_ms, seg.transport_ms, seg.timing.queue_ms,
                                     seg.timing.prefill_ms, seg.num_prompt_tokens, seg.num_cached_tokens))
     first_large = bool(response.segments) and response.segments[0].tier == cpb.TIER_LARGE
+    first_cached = response.segments[0].num_cached_tokens if response.segments else 0
     return Sample(latency_ms, response.stats.large_tokens, response.stats.small_tokens, first_large,
-                  per_token[True], per_token[False], handoffs)
+                  per_token[True], per_token[False], handoffs, first_cached)
 
 
 def run_scenario(client: RelayClient, scenario: Scenario, concurrency: int, num_requests: int,
                  max_new_tokens: int, label: str | None = None, prompt_offset: int = 0) -> Run:
     """Send ``num_requests`` requests, at most ``concurrency`` in flight; EOS is ignored so
-    every request writes exactly ``max_new_tokens`` tokens. ``label`` names a progress bar."""
+    every request writes exactly ``max_new_tokens`` tokens. ``label`` names a progress bar.
+
+    Request ``i`` sends ``bench_prompt(prompt_offset + i)``: runs on the same engines must use
+    disjoint offsets, or a later run finds its prompts in the prefix cache and skips the
+    prefill an earlier run paid (the relay would look faster than large-only for free)."""
     from relay_ray.bench.console import progress
 
     sampling = Sampling(ignore_eos=True)

@@ -1,6 +1,6 @@
-"""The bench pipeline on the served demo pair: exact token counts (EOS ignored), figures that
-add up, the ideal a lower bound at concurrency 1, and prefill-ahead leaving less than a block
-to prefill at switches into the large tier."""
+"""The bench pipeline on the served demo pair: exact token counts (EOS ignored), fresh prompts
+for every run, figures that add up, the ideal a lower bound at concurrency 1, and prefill-ahead
+leaving less than a block to prefill at switches into the large tier."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ NEW_TOKENS = 64
 
 def test_bench_figures_on_the_served_pair(relay_server):
     with relay_server.client("pair") as client:
-        runs = {s.label: run_scenario(client, s, concurrency=1, num_requests=3, max_new_tokens=NEW_TOKENS)
-                for s in (LARGE_ONLY, SMALL_ONLY, fixed_ratio(0.25, 32))}
+        runs = {s.label: run_scenario(client, s, concurrency=1, num_requests=3, max_new_tokens=NEW_TOKENS,
+                                      prompt_offset=10 * k)
+                for k, s in enumerate((LARGE_ONLY, SMALL_ONLY, fixed_ratio(0.25, 32)))}
     for run in runs.values():
         assert all(s.num_tokens == NEW_TOKENS for s in run.samples)  # EOS ignored: exact lengths
     large = report.TierCost.of(runs["large-only"], large=True)
@@ -28,9 +29,15 @@ def test_bench_figures_on_the_served_pair(relay_server):
     relay = runs["relay 25% 8/24"]
     row = report.summarize("demo", relay, large, small, runs["large-only"])
     assert row.large_share == 0.25 and row.handoffs == 3 * 3  # segments 8/24/8/24: 3 switches per request
+    # Every run prefilled its own prompts: the relay's first segments found no more of their
+    # prompt cached than large-only's did (only the prefix all bench prompts share). CI once
+    # saw the relay beat its ideal by 5% when the runs shared prompts: its prefill was cached.
+    first_cached = {label: max(s.first_num_cached_tokens for s in run.samples) for label, run in runs.items()}
+    assert first_cached["relay 25% 8/24"] <= first_cached["large-only"], first_cached
     # The ideal is a lower bound at concurrency 1 (report.TierCost: the tiers' fastest requests):
-    # no request beats it, single-tier ones by construction, relay ones because switches cost.
-    for run in runs.values():
+    # single-tier requests never beat it by construction; relay ones pay switches on top, so
+    # their sum cannot beat it either (per request, timing noise could).
+    for run in (runs["large-only"], runs["small-only"]):
         for sample in run.samples:
             assert report.ideal_ms(sample, large, small) <= sample.latency_ms + 1e-6
     assert 0.0 < row.efficiency <= 1.0  # how close to 1 is speed: docs/benchmarks.md, not a test

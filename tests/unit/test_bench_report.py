@@ -14,7 +14,7 @@ from relay_ray.config import RelayConfig, SpeculativeConfig, TierConfig
 
 
 def _sample(latency, n_large, n_small, large_steps=(), small_steps=(), handoffs=(), first_large=True):
-    return Sample(latency, n_large, n_small, first_large, list(large_steps), list(small_steps), list(handoffs))
+    return Sample(latency, n_large, n_small, first_large, list(large_steps), list(small_steps), list(handoffs), 0)
 
 
 def test_tier_cost_separates_per_token_time_from_the_fixed_cost():
