@@ -101,6 +101,10 @@ def _pass(client, entry: Entry, items, params: dict, concurrency: int, fmt, max_
     started = time.perf_counter()
     results = run_items(client, items, run, params, fmt, max_new_tokens, concurrency, keep_text,
                         label=f"{entry.label} c={concurrency}")
+    failed = [r.error for r in results if r.error]
+    if results and len(failed) == len(results):  # a broken setup, not a policy's accuracy: stop here
+        raise RuntimeError(f"{entry.label}: all {len(results)} requests failed, the first with {failed[0]!r}; "
+                           "the pass is not saved: fix the cause and run again with --resume")
     return Pass(concurrency=concurrency, wall_s=time.perf_counter() - started, params=params, results=results)
 
 

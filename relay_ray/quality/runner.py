@@ -1,7 +1,8 @@
 """Send an evaluation dataset through a running relay (gRPC) for one policy run.
 
 Each item is one greedy chat request (the prompt as a user message, rendered by the large
-tier's chat template). Request ids are ``LABEL/ITEM_ID``, so seeded policies (``random``)
+tier's chat template). Request ids are ``LABEL/ITEM_ID`` (characters the service refuses in a
+request id, such as spaces, become ``_``), so seeded policies (``random``)
 route an item the same way on every run. A failed request is recorded with its error and
 counts as wrong; the run goes on. Every result keeps its segments' token counts, prefix-cache
 counts and timings, from which :mod:`relay_ray.quality.compute` derives compute and ideal time.
@@ -9,6 +10,7 @@ counts and timings, from which :mod:`relay_ray.quality.compute` derives compute 
 
 from __future__ import annotations
 
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
@@ -17,6 +19,13 @@ from pydantic import BaseModel, ConfigDict
 from relay_ray.quality.dataset import Item
 from relay_ray.quality.extract import AnswerFormat, extract, same_answer
 from relay_ray.quality.runs import PolicyRun
+
+_NOT_IN_REQUEST_IDS = re.compile(r"[^A-Za-z0-9._:/@+=-]")  # controller/limits.py: REQUEST_ID_PATTERN
+
+
+def request_id(label: str, item_id: str) -> str:
+    """``LABEL/ITEM_ID`` with every character a request id may not hold replaced by ``_``."""
+    return _NOT_IN_REQUEST_IDS.sub("_", f"{label}/{item_id}")
 
 
 class SegmentStat(BaseModel):
@@ -91,7 +100,7 @@ def _one(client, item: Item, run: PolicyRun, params: dict, fmt: AnswerFormat, ma
 
     fmt = item.answer_format or fmt
     request = build_request([ChatMessage("user", item.prompt)], run.policy, params,
-                            max_new_tokens=max_new_tokens, request_id=f"{run.label}/{item.id}")
+                            max_new_tokens=max_new_tokens, request_id=request_id(run.label, item.id))
     started = time.perf_counter()
     try:
         response = client.generate(request)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import grpc
 import pytest
 
 import relay_ray.client
@@ -14,6 +15,7 @@ from relay_ray.quality.matrix import (
     CALLER, LARGE_X2, SCALED, SPEC, Decisions, Entry, Group, check_plan, cue_sets, dev_plan, final_plan,
 )
 from relay_ray.quality.matrix_report import decide, main_table, rows, sweep_table, tier_costs
+from relay_ray.controller.limits import REQUEST_ID_PATTERN
 from relay_ray.v1 import common_pb2 as cpb
 from relay_ray.v1 import relay_pb2 as rpb
 
@@ -61,12 +63,21 @@ def test_bad_plans_are_refused(entries, msg):
         check_plan(entries)
 
 
+class Refused(grpc.RpcError):
+    def code(self):
+        return grpc.StatusCode.INVALID_ARGUMENT
+
+    def details(self):
+        return "request_id: at most 128 characters of letters, digits and ._:/@+=-"
+
+
 class FakeRelay:
     """Items are right unless listed in WRONG[policy, tau]; large share and segments by policy;
     each call advances ``clock`` (the runner's perf_counter here) by the policy's latency."""
 
     requests: list = []
     clock = [0.0]
+    refuse = False  # refuse every request but the warm-ups (the controller refuses bad request ids)
     # item index -> wrong, per (policy, tau): tau 0.3 is cheap and wrong often, 0.02 expensive and right
     WRONG = {("large-only", None): {1, 2, 3}, ("small-only", None): set(range(0, N, 2)),
              ("rstitch", 0.02): {1, 2, 3}, ("rstitch", 0.05): {1, 2}, ("rstitch", 0.08): {1, 2, 3},
@@ -87,6 +98,8 @@ class FakeRelay:
 
     def generate(self, request):
         FakeRelay.requests.append(request)
+        if not REQUEST_ID_PATTERN.match(request.request_id) or (FakeRelay.refuse and "/" in request.request_id):
+            raise Refused()
         policy = request.policy.name
         if "/" not in request.request_id:  # warm-up
             return rpb.GenerateResponse(text="")
@@ -112,7 +125,7 @@ class FakeRelay:
 
 @pytest.fixture
 def fake_serve(monkeypatch):
-    FakeRelay.requests = []
+    FakeRelay.requests, FakeRelay.refuse = [], False
     monkeypatch.setattr("relay_ray.quality.runner.time.perf_counter", lambda: FakeRelay.clock[0])
     monkeypatch.setenv("RAY_worker_niceness", "0")  # run_plan sets it for Ray; keep this process's env
     monkeypatch.setattr(relay_ray.client, "RelayClient", FakeRelay)
@@ -147,6 +160,15 @@ def test_dev_stage_decides_by_the_rules(tmp_path, fake_serve):
     assert decisions.rstitch_tau == 0.12
     assert decisions.relaygen_cue_set == "calibrated"
     assert decisions.evidence["runs"]["rstitch tau=0.2"]["mcnemar_p"] < 0.05
+
+
+def test_a_pass_whose_every_request_fails_stops_the_run_unsaved(tmp_path, fake_serve):
+    _run(tmp_path, [Entry(label="large-only", policy="large-only")])
+    FakeRelay.refuse = True
+    with pytest.raises(RuntimeError, match=r"small-only: all 40 requests failed.*--resume"):
+        _run(tmp_path, [Entry(label="small-only", policy="small-only")], resume=True)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert set(saved["entries"]) == {"large-only"}  # a run with --resume does the failed pass again
 
 
 def test_a_run_matches_resumes_and_tabulates(tmp_path, fake_serve):
