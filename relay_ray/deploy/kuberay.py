@@ -1,7 +1,8 @@
 """Render the KubeRay ``RayService`` manifest from the Serve config and the launcher YAML.
 
 One source of truth: ``serveConfigV2`` is the Serve config file with each relay application's
-``args`` re-rendered from its validated :class:`RelayConfig`; the worker groups are the node
+``args`` re-rendered from its validated :class:`RelayConfig`; every container's environment
+bounds Serve's gRPC proxy messages (:func:`relay_ray.serve.local.proxy_message_env`); the worker groups are the node
 types of the Ray cluster launcher YAML (GPUs as ``nvidia.com/gpu`` limits, marker resources
 as ``rayStartParams.resources``, min/max workers as min/max replicas). ``relay-ray
 render-kuberay --check`` (and a unit test) fail when the committed manifest drifts.
@@ -16,6 +17,8 @@ import ray
 import yaml
 
 from relay_ray.config import RelayConfig
+from relay_ray.controller.limits import InputLimits
+from relay_ray.serve.local import proxy_message_env
 from relay_ray.deploy.cluster_spec import ClusterSpec, NodeType
 
 DEFAULT_IMAGE = "relay-ray:0.1.0-gpu"  # cluster/Dockerfile.gpu
@@ -55,13 +58,14 @@ def _quantity(resources: dict, key: str) -> str | None:
     return f"{value:g}"
 
 
-def _container(name: str, image: str, node: NodeType, ports: list[dict] | None = None) -> dict:
+def _container(name: str, image: str, node: NodeType, env: list[dict], ports: list[dict] | None = None) -> dict:
     limits = {}
     for key, k8s in (("CPU", "cpu"), ("memory", "memory"), ("GPU", "nvidia.com/gpu")):
         quantity = _quantity(dict(node.resources), key)
         if quantity:
             limits[k8s] = quantity
-    container = {"name": name, "image": image, "resources": {"limits": limits, "requests": dict(limits)}}
+    container = {"name": name, "image": image, "env": [dict(e) for e in env],  # copies: no YAML anchors
+                 "resources": {"limits": limits, "requests": dict(limits)}}
     if ports:
         container["ports"] = ports
     if node.resources.get("GPU"):
@@ -74,6 +78,14 @@ def _pod(container: dict) -> dict:
     if "volumeMounts" in container:  # vLLM's workers exchange tensors through shared memory
         spec["volumes"] = [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]
     return {"spec": spec}
+
+
+def _proxy_env(serve_raw: dict) -> list[dict]:
+    """Every node runs a Serve proxy: bound its gRPC messages by the largest prompt limit."""
+    limits = [RelayConfig.model_validate(app.get("args") or {}).controller.input_limits
+              for app in serve_raw.get("applications") or []]
+    widest = max(limits, key=lambda lim: lim.max_prompt_bytes, default=InputLimits())
+    return [{"name": k, "value": v} for k, v in proxy_message_env(widest).items()]
 
 
 def _start_params(node: NodeType) -> dict:
@@ -94,6 +106,7 @@ def rayservice(serve_raw: dict, cluster: ClusterSpec, image: str = DEFAULT_IMAGE
              {"containerPort": grpc_port, "name": "grpc"}]
     head_params = {"dashboard-host": "0.0.0.0", "num-cpus": f"{head.resources.get('CPU', 0):g}",
                    **_start_params(head)}
+    env = _proxy_env(serve_raw)
     workers = []
     for t in cluster.node_types:
         if t.is_head:
@@ -104,7 +117,7 @@ def rayservice(serve_raw: dict, cluster: ClusterSpec, image: str = DEFAULT_IMAGE
             "minReplicas": t.min_workers,
             "maxReplicas": t.max_workers,
             "rayStartParams": _start_params(t),
-            "template": _pod(_container("ray-worker", image, t)),
+            "template": _pod(_container("ray-worker", image, t, env)),
         })
     serve_text = yaml.safe_dump(serve_config_v2(serve_raw), sort_keys=False, width=100)
     return {
@@ -118,7 +131,7 @@ def rayservice(serve_raw: dict, cluster: ClusterSpec, image: str = DEFAULT_IMAGE
                 "enableInTreeAutoscaling": True,
                 "autoscalerOptions": {"upscalingMode": "Default", "idleTimeoutSeconds": idle_timeout_s},
                 "headGroupSpec": {"rayStartParams": head_params,
-                                  "template": _pod(_container("ray-head", image, head, ports))},
+                                  "template": _pod(_container("ray-head", image, head, env, ports))},
                 "workerGroupSpecs": workers,
             },
         },

@@ -97,6 +97,19 @@ def test_rayservice_worker_groups_are_the_launcher_node_types():
     assert len(derived["available_node_types"]) == len(launcher)
 
 
+def test_every_rayservice_pod_bounds_the_serve_proxys_messages():
+    manifest = _load("kuberay-rayservice.yaml")
+    cluster = manifest["spec"]["rayClusterConfig"]
+    groups = [cluster["headGroupSpec"]] + cluster["workerGroupSpecs"]
+    serve = yaml.safe_load(manifest["spec"]["serveConfigV2"])
+    prompt_bytes = max(RelayConfig.model_validate(a["args"]).controller.input_limits.max_prompt_bytes
+                       for a in serve["applications"])
+    for group in groups:  # a proxy runs on every node
+        (container,) = group["template"]["spec"]["containers"]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert int(env["RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"]) == prompt_bytes + (1 << 20), container["name"]
+
+
 def test_committed_rayservice_has_not_drifted():
     text = render(Path("cluster/serve-gpu.yaml"), load_cluster(Path("cluster/ray-cluster-gpu.yaml")))
     assert (CLUSTER / "kuberay-rayservice.yaml").read_text() == text, (
