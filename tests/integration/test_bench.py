@@ -35,12 +35,12 @@ def test_bench_figures_on_the_served_pair(relay_server):
     first_cached = {label: max(s.first_num_cached_tokens for s in run.samples) for label, run in runs.items()}
     assert first_cached["relay 25% 8/24"] <= first_cached["large-only"], first_cached
     # The ideal is a lower bound at concurrency 1 (report.TierCost: the tiers' fastest requests):
-    # single-tier requests never beat it by construction; relay ones pay switches on top, so
-    # their sum cannot beat it either (per request, timing noise could).
+    # single-tier requests never beat it, by construction. For relay requests it is a timing
+    # claim (three requests' noise can beat it), measured in docs/benchmarks.md, not asserted here.
     for run in (runs["large-only"], runs["small-only"]):
         for sample in run.samples:
             assert report.ideal_ms(sample, large, small) <= sample.latency_ms + 1e-6
-    assert 0.0 < row.efficiency <= 1.0  # how close to 1 is speed: docs/benchmarks.md, not a test
+    assert row.efficiency > 0.0
     assert row.tokens_per_s == pytest.approx(3 * NEW_TOKENS / relay.wall_s)
     assert 0.5 < row.cached_share <= 1.0
     into_large = [h for s in relay.samples for h in s.handoffs if h.into_large]
