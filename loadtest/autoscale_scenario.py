@@ -47,6 +47,17 @@ def replica_counts(app: str) -> dict[str, tuple[int, int]]:
     }
 
 
+def scaled_as_expected(phase: str, counts: dict[str, tuple[int, int]], timeline: list[dict]) -> bool:
+    """Whether a load phase shows its expected move: small-heavy grows the small tier with the
+    large at one replica; large-heavy grows the large tier and shrinks the small one below its
+    small-heavy peak."""
+    large, small = counts.get("LargeTier", (0, 0))[0], counts.get("SmallTier", (0, 0))[0]
+    if phase == "small-heavy":
+        return small >= 2 and large == 1
+    small_peak = max((p["small"] for p in timeline if p["phase"] == "small-heavy"), default=0)
+    return large >= 2 and small < small_peak
+
+
 def run(args: argparse.Namespace) -> dict:
     # Replicas push their metrics every second instead of every 10 s (set before Ray starts).
     os.environ["RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S"] = "1"
@@ -95,9 +106,17 @@ def run(args: argparse.Namespace) -> dict:
                  "--only-summary", "--stop-timeout", "20"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
             )
+            seen_since = None
             while locust.poll() is None:
-                sample(phase)
+                counts = sample(phase)
+                if args.until_scaled and scaled_as_expected(phase, counts, timeline):
+                    seen_since = seen_since or time.monotonic()
+                    if time.monotonic() - seen_since >= args.hold_s:
+                        locust.terminate()  # our own child: the phase has shown what it is for
+                else:
+                    seen_since = None
                 time.sleep(args.sample_s)
+            locust.wait(timeout=60)
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -145,6 +164,9 @@ def main() -> int:
     parser.add_argument("--phase-s", type=int, default=90, help="seconds of each load phase")
     parser.add_argument("--idle-timeout-s", type=int, default=120, help="max seconds to wait for scale-down")
     parser.add_argument("--sample-s", type=float, default=2.0)
+    parser.add_argument("--until-scaled", action="store_true",
+                        help="end a load phase once its expected replica move has held for --hold-s")
+    parser.add_argument("--hold-s", type=float, default=6.0, help="see --until-scaled")
     parser.add_argument("--users", type=int, default=6)
     parser.add_argument("--max-large", type=int, default=2)
     parser.add_argument("--max-small", type=int, default=3)

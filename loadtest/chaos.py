@@ -41,6 +41,8 @@ class Outcome:
     latency_s: float
     text: str = ""
     migrations: int = 0
+    start_s: float = 0.0  # since the run started
+    resumes: int = 0  # times the client resumed this stream on another controller replica
 
 
 @dataclass
@@ -58,6 +60,7 @@ class Run:
     resumes: int = 0
     phase: str = "baseline"
     lock: threading.Lock = field(default_factory=threading.Lock)
+    t0: float = field(default_factory=time.perf_counter)
 
     def add(self, outcome: Outcome) -> None:
         with self.lock:
@@ -89,17 +92,43 @@ def _client_loop(run: Run, address: str, app: str, prompts: list[str], stop: thr
         while not stop.is_set():
             policy, params = MIX[rng.randrange(len(MIX))]
             prompt = prompts[rng.randrange(len(prompts))]
-            phase, started = run.phase, time.perf_counter()
-            try:
-                request = build_request([ChatMessage("user", prompt)], policy, params, max_new_tokens=max_new_tokens)
-                events = list(client.generate_stream(request))
-                final = events[-1].final
-                run.add(Outcome(phase, policy, prompt, "OK", time.perf_counter() - started, final.text,
-                                final.stats.num_migrations))
-            except grpc.RpcError as exc:
-                run.add(Outcome(phase, policy, prompt, exc.code().name, time.perf_counter() - started))
+            run.add(_one(client, run.phase, policy, params, prompt, max_new_tokens, run.t0))
         with run.lock:
             run.resumes += client.num_resumes
+
+
+def _one(client, phase: str, policy: str, params: dict, prompt: str, max_new_tokens: int, t0: float) -> Outcome:
+    """One streamed greedy request and what the client saw."""
+    import grpc
+
+    from relay_ray.client import build_request
+    from relay_ray.types import ChatMessage
+
+    started, resumes_before = time.perf_counter(), client.num_resumes
+    try:
+        request = build_request([ChatMessage("user", prompt)], policy, params, max_new_tokens=max_new_tokens)
+        final = list(client.generate_stream(request))[-1].final
+        return Outcome(phase, policy, prompt, "OK", time.perf_counter() - started, final.text,
+                       final.stats.num_migrations, round(started - t0, 1), client.num_resumes - resumes_before)
+    except grpc.RpcError as exc:
+        return Outcome(phase, policy, prompt, exc.code().name, time.perf_counter() - started,
+                       start_s=round(started - t0, 1), resumes=client.num_resumes - resumes_before)
+
+
+def reference_pass(run: Run, address: str, app: str, users: int, max_new_tokens: int) -> None:
+    """Answer once, without faults, every (prompt, policy) the fault phase served that the
+    baseline did not, so every answer under faults is compared with a fault-free one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from relay_ray.client import RelayClient
+
+    have = {(o.prompt, o.policy) for o in run.outcomes if o.phase == "baseline" and o.status == "OK"}
+    missing = sorted({(o.prompt, o.policy) for o in run.outcomes if o.phase == "faults"} - have)
+    params = dict(MIX)
+    with RelayClient(address, app, timeout_s=120) as client, ThreadPoolExecutor(users) as pool:
+        for outcome in pool.map(lambda pp: _one(client, "reference", pp[1], params[pp[1]], pp[0], max_new_tokens,
+                                                run.t0), missing):
+            run.add(outcome)
 
 
 def _killer(run: Run, app: str, replicas: int, every_s: float, stop: threading.Event, t0: float,
@@ -138,6 +167,9 @@ def summarize(run: Run) -> dict:
     for o in run.outcomes:  # the fault-free answer of each (prompt, policy)
         if o.phase == "baseline" and o.status == "OK":
             reference.setdefault((o.prompt, o.policy), o.text)
+    for o in run.outcomes:  # answers of the reference pass (faults over, replicas recovered)
+        if o.phase == "reference" and o.status == "OK":
+            reference.setdefault((o.prompt, o.policy), o.text)
     phases = {}
     for phase in ("baseline", "faults"):
         rows = [o for o in run.outcomes if o.phase == phase]
@@ -155,7 +187,13 @@ def summarize(run: Run) -> dict:
             "latency_p50_s": round(_percentile([o.latency_s for o in ok], 50), 3),
             "latency_p95_s": round(_percentile([o.latency_s for o in ok], 95), 3),
         }
-    return {"phases": phases, "stream_resumes": run.resumes, "kills": [asdict(k) for k in run.kills]}
+    slowest = sorted((o for o in run.outcomes if o.phase == "faults"), key=lambda o: -o.latency_s)[:10]
+    return {"phases": phases, "stream_resumes": run.resumes, "kills": [asdict(k) for k in run.kills],
+            "slowest": [{"start_s": o.start_s, "latency_s": round(o.latency_s, 1), "policy": o.policy,
+                         "status": o.status, "migrations": o.migrations, "resumes": o.resumes,
+                         "kills_during": [f"{k.kind}@{k.at_s}" for k in run.kills
+                                          if o.start_s <= k.at_s <= o.start_s + o.latency_s]}
+                        for o in slowest]}
 
 
 def markdown(summary: dict, args: argparse.Namespace) -> str:
@@ -166,9 +204,15 @@ def markdown(summary: dict, args: argparse.Namespace) -> str:
         lines.append(f"| {phase} | {p['requests']} | {p['ok']} | {failures} | {p['answers_differing']} / "
                      f"{p['answers_compared']} | {p['migrations']} | {p['latency_p50_s']} | {p['latency_p95_s']} |")
     lines += ["", f"Stream resumes on another controller replica: {summary['stream_resumes']}.", "",
-              "| kill at s | replica kind | pid | recovery s |", "|---|---|---|---|"]
+              "| kill at s (since the run began) | replica kind | pid | recovery s |", "|---|---|---|---|"]
     for k in summary["kills"]:
         lines.append(f"| {k['at_s']} | {k['kind']} | {k['pid']} | {k['recovery_s']} |")
+    lines += ["", "Slowest requests under faults:", "",
+              "| start s | latency s | policy | status | migrations | resumes | kills during it |",
+              "|---|---|---|---|---|---|---|"]
+    for o in summary.get("slowest", []):
+        lines.append(f"| {o['start_s']} | {o['latency_s']} | {o['policy']} | {o['status']} | {o['migrations']} | "
+                     f"{o['resumes']} | {', '.join(o['kills_during']) or '-'} |")
     header = (f"Chaos run: {args.users} users, {args.baseline_s:.0f} s baseline, {args.duration_s:.0f} s with a "
               f"kill every {args.kill_every_s:.0f} s, {args.replicas} replicas per kind, config {args.config}.")
     return header + "\n\n" + "\n".join(lines) + "\n"
@@ -184,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration-s", type=float, default=300.0, help="phase with kills")
     parser.add_argument("--kill-every-s", type=float, default=15.0, help="seconds between kills (<= 20)")
     parser.add_argument("--max-new-tokens", type=int, default=160)
+    parser.add_argument("--no-reference-pass", action="store_true",
+                        help="compare only the answers whose (prompt, policy) the baseline also served")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="out/chaos", help="writes OUT.json and OUT.md")
     args = parser.parse_args(argv)
@@ -218,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"faults: {args.duration_s:.0f} s, a kill every {args.kill_every_s:.0f} s", flush=True)
         killer_stop = threading.Event()
         killer = threading.Thread(target=_killer, args=(run, app, args.replicas, args.kill_every_s, killer_stop,
-                                                        time.perf_counter(), args.seed))
+                                                        run.t0, args.seed))
         killer.start()
         time.sleep(args.duration_s)
         killer_stop.set()
@@ -227,6 +273,11 @@ def main(argv: list[str] | None = None) -> int:
         for t in users:
             t.join(timeout=180)
         time.sleep(5)  # let the last recovery watchers finish
+        if not args.no_reference_pass:
+            for kind in KINDS:
+                wait_for_replicas(app, kind, args.replicas)
+            print("reference pass: a fault-free answer for every (prompt, policy) served under faults", flush=True)
+            reference_pass(run, address, app, args.users, args.max_new_tokens)
         summary = summarize(run)
     finally:
         stop_local()

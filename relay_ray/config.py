@@ -92,6 +92,9 @@ class TierConfig(_Strict):
     num_replicas: int = Field(1, ge=1, le=1024)
     num_cpus: float = Field(0.0, ge=0, description="Ray CPUs reserved per replica")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per replica; fractions pack replicas on a GPU")
+    resources: dict[str, float] = Field(
+        {}, description="custom Ray resources per replica, e.g. a node-type marker {'relay_small': 1} that only "
+        "that node type offers (with tensor parallelism they join the first bundle)")
     max_ongoing_requests: int = Field(64, ge=1, description="segment jobs in flight per replica (Serve handle)")
     max_queued_requests: int = Field(-1, ge=-1, description="segment jobs queued per handle beyond that "
                                      "(-1: unbounded; the controller's admission limit bounds the load)")
@@ -115,6 +118,9 @@ class TierConfig(_Strict):
     def _check(self) -> TierConfig:
         if self.tensor_parallel_size > 1 and 0 < self.num_gpus < 1:
             raise ValueError("tensor_parallel_size > 1 needs whole GPUs (num_gpus >= 1)")
+        for name, amount in self.resources.items():
+            if name in ("CPU", "GPU", "memory", "object_store_memory") or amount <= 0:
+                raise ValueError(f"resources[{name!r}]: custom resources only, amounts > 0 (use num_cpus/num_gpus)")
         if self.kv_cache_space_gib is not None and self.kv_cache_memory_mib is not None:
             raise ValueError("set kv_cache_memory_mib or kv_cache_space_gib, not both")
         return self

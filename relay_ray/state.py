@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from relay_ray.types import (
+    THINK_END,
+    THINK_START,
     FinishReason,
     HandoffMode,
     Phase,
@@ -18,9 +20,6 @@ from relay_ray.types import (
     SegmentResult,
     Tier,
 )
-
-THINK_START = "<think>"
-THINK_END = "</think>"
 _EMPTY: Mapping = MappingProxyType({})
 
 

@@ -247,7 +247,8 @@ class ChatMessage:
 
 @dataclass(frozen=True, slots=True)
 class PromptInput:
-    """A prompt as plain text or as chat messages (rendered with the large tier's template).
+    """A prompt as plain text, as chat messages (rendered with the large tier's template) or
+    as token ids of the large tier's tokenizer (used as they are).
 
     ``special_tokens`` says what the tier does with control-token strings (its tokenizer's
     special and added tokens, e.g. ``<|im_start|>``, ``<think>``) inside chat message content:
@@ -258,6 +259,7 @@ class PromptInput:
     text: str = ""
     messages: tuple[ChatMessage, ...] = ()
     special_tokens: str = "reject"
+    token_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

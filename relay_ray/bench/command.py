@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from relay_ray.bench.scenarios import CONCURRENCY
@@ -66,88 +66,108 @@ def _parse_pairs(values: list[str] | None) -> list[tuple[str, Path]]:
     return pairs
 
 
-def _progress(label: str):
-    def show(done: int, total: int) -> None:
-        end = "\n" if done == total else ""
-        print(f"\r[bench] {label}: {done}/{total}", end=end, file=sys.stderr, flush=True)
-    return show
+@dataclass
+class _Collected:
+    """Everything a bench run measured, for the tables and the JSON."""
+
+    rows: list = field(default_factory=list)
+    memory: list = field(default_factory=list)
+    placements: list = field(default_factory=list)
+    growth_md: str = ""
+
+
+def _with_overrides(args, config):
+    """The pair's config with the command line's controller overrides (ablations)."""
+    from relay_ray.types import Tier
+
+    overrides = {"prefill_ahead": args.prefill_ahead != "off"} if args.prefill_ahead else {}
+    if args.prefill_ahead == "both":
+        overrides["prefill_ahead_tiers"] = (Tier.LARGE, Tier.SMALL)
+    if args.transport:
+        overrides["transport"] = args.transport
+    if not overrides:
+        return config
+    return config.model_copy(update={"controller": config.controller.model_copy(update=overrides)})
+
+
+def _scenario_runs(args, client, target, c: int) -> dict:
+    """Every scenario of ``target`` at concurrency ``c`` (single-tier runs always: they give the costs)."""
+    from relay_ray.bench.runner import run_scenario
+    from relay_ray.bench.scenarios import num_requests
+
+    runs = {}
+    offset = 1_000_000 * c  # fresh prompts for every run (run_scenario: no run prefills for another)
+    for scenario in target.scenarios:
+        if args.scenarios and scenario.is_relay and not any(w in scenario.label for w in args.scenarios):
+            continue
+        count = num_requests(c, args.requests)
+        runs[scenario.label] = run_scenario(client, scenario, c, count, args.max_new_tokens,
+                                            f"{target.name} c={c} {scenario.label}", prompt_offset=offset)
+        offset += count
+    return runs
+
+
+def _measure_pair(args, name: str, config, address: str, out: _Collected) -> None:
+    """Deploy each target of one pair in turn and measure it; relay targets give the tier costs."""
+    from relay_ray.bench import memory, report
+    from relay_ray.bench.targets import APP_NAME, deploy, targets_for
+    from relay_ray.client import RelayClient, build_request
+
+    costs: dict[int, tuple] = {}
+    baselines: dict[int, object] = {}
+    targets = targets_for(name, config, peers=not args.no_peers,
+                          speculative=not args.no_spec and name in args.spec_pairs)
+    for target in targets:
+        print(f"[bench] deploying {target.name} ({target.placement}) ...", file=sys.stderr, flush=True)
+        deploy(target)
+        out.placements.append((target.name, target.placement))
+        with RelayClient(address, timeout_s=3600) as client:
+            client.wait_ready()
+            for policy, params in (("large-only", {}), ("fixed-ratio", {"large_tokens": 4, "small_tokens": 4})):
+                client.generate(build_request("warm up the tiers", policy, params, max_new_tokens=16))
+            for c in args.concurrency:
+                runs = _scenario_runs(args, client, target, c)
+                if target.is_relay:
+                    costs[c] = (report.TierCost.of(runs["large-only"], True),
+                                report.TierCost.of(runs["small-only"], False))
+                    baselines[c] = runs["large-only"]
+                if c in costs:
+                    out.rows += [report.summarize(target.name, r, *costs[c], baselines[c]) for r in runs.values()]
+            out.memory += [(target.name, m) for m in memory.measure(APP_NAME)]
+            if target is targets[0] and name == args.memory_pair and args.memory_requests > 0:
+                out.growth_md = _memory_growth(client, target.name, args.memory_requests)
 
 
 def run(args: argparse.Namespace) -> int:
-    from relay_ray.bench import controller_cpu, memory, report
-    from relay_ray.bench.runner import run_scenario
-    from relay_ray.bench.scenarios import num_requests
-    from relay_ray.bench.targets import APP_NAME, deploy, targets_for
-    from relay_ray.client import RelayClient, build_request
+    from relay_ray.bench import controller_cpu, report
+    from relay_ray.bench.console import measure_at_normal_priority
     from relay_ray.serve.local import load_serve_file, start_serve, stop_local
-    from relay_ray.types import Tier
 
     pairs = _parse_pairs(args.pair)
     files = {name: load_serve_file(path) for name, path in pairs}
-    wanted = args.scenarios
     started = time.time()
     print("[bench] controller CPU micro-benchmark (no engines) ...", file=sys.stderr, flush=True)
     cpu_rows = controller_cpu.run()
-    rows: list[report.Row] = []
-    mem_rows, growth_md, placements = [], "", []
+    out = _Collected()
+    measure_at_normal_priority()
     start_serve(files[pairs[0][0]])
     address = f"127.0.0.1:{files[pairs[0][0]].grpc_port}"
     try:
         for name, _ in pairs:
-            config = files[name].relay
-            overrides = {"prefill_ahead": args.prefill_ahead != "off"} if args.prefill_ahead else {}
-            if args.prefill_ahead == "both":
-                overrides["prefill_ahead_tiers"] = (Tier.LARGE, Tier.SMALL)
-            if args.transport:
-                overrides["transport"] = args.transport
-            if overrides:
-                config = config.model_copy(update={"controller": config.controller.model_copy(update=overrides)})
-            spec = not args.no_spec and name in args.spec_pairs
-            costs: dict[int, tuple] = {}
-            baselines: dict[int, object] = {}
-            targets = targets_for(name, config, peers=not args.no_peers, speculative=spec)
-            for target in targets:
-                print(f"[bench] deploying {target.name} ({target.placement}) ...", file=sys.stderr, flush=True)
-                deploy(target)
-                placements.append((target.name, target.placement))
-                with RelayClient(address, timeout_s=3600) as client:
-                    client.wait_ready()
-                    for policy, params in (("large-only", {}), ("fixed-ratio", {"large_tokens": 4, "small_tokens": 4})):
-                        client.generate(build_request("warm up the tiers", policy, params, max_new_tokens=16))
-                    for c in args.concurrency:
-                        runs = {}
-                        for scenario in target.scenarios:
-                            keep = not scenario.is_relay  # single-tier runs give the costs
-                            if wanted and not keep and not any(w in scenario.label for w in wanted):
-                                continue
-                            n = num_requests(c, args.requests)
-                            runs[scenario.label] = run_scenario(
-                                client, scenario, c, n, args.max_new_tokens,
-                                _progress(f"{target.name} c={c} {scenario.label}"), prompt_offset=1000 * c)
-                        if target.is_relay:
-                            costs[c] = (report.TierCost.of(runs["large-only"], True),
-                                        report.TierCost.of(runs["small-only"], False))
-                            baselines[c] = runs["large-only"]
-                        if c not in costs:
-                            continue
-                        for r in runs.values():
-                            rows.append(report.summarize(target.name, r, *costs[c], baselines[c]))
-                    mem_rows += [(target.name, m) for m in memory.measure(APP_NAME)]
-                    if target is targets[0] and name == args.memory_pair and args.memory_requests > 0:
-                        growth_md = _memory_growth(client, target.name, args.memory_requests)
+            _measure_pair(args, name, _with_overrides(args, files[name].relay), address, out)
     finally:
         stop_local()
     elapsed_min = (time.time() - started) / 60.0
-    md = _markdown(args, rows, cpu_rows, mem_rows, growth_md, placements, elapsed_min)
+    md = _markdown(args, out.rows, cpu_rows, out.memory, out.growth_md, out.placements, elapsed_min)
     print(md)
     if args.markdown:
         Path(args.markdown).write_text(md + "\n")
         print(f"[bench] wrote {args.markdown}", file=sys.stderr)
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "rows": report.as_dicts(rows), "controller_cpu": [asdict(r) for r in cpu_rows],
-            "memory": [{"target": t, **asdict(m)} for t, m in mem_rows],
-            "placements": dict(placements), "minutes": elapsed_min,
+            "rows": report.as_dicts(out.rows), "controller_cpu": [asdict(r) for r in cpu_rows],
+            "memory": [{"target": t, **asdict(m)} for t, m in out.memory],
+            "placements": dict(out.placements), "minutes": elapsed_min,
         }, indent=2))
         print(f"[bench] wrote {args.json}", file=sys.stderr)
     return 0
@@ -155,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _memory_growth(client, pair: str, num_requests: int) -> str:
     from relay_ray.bench import memory
+    from relay_ray.bench.console import progress
     from relay_ray.bench.scenarios import bench_prompt
     from relay_ray.bench.targets import APP_NAME
     from relay_ray.client import build_request
@@ -165,7 +186,9 @@ def _memory_growth(client, pair: str, num_requests: int) -> str:
     def send(i: int) -> None:
         client.generate(build_request(bench_prompt(5000 + i % 200), "fixed-ratio", params, max_new_tokens=16))
 
-    growth = memory.growth(APP_NAME, send, num_requests, warmup, _progress(f"{pair} memory growth"))
+    bar = progress(f"{pair} memory growth", num_requests)
+    growth = memory.growth(APP_NAME, send, num_requests, warmup, lambda done, total: bar.update(1))
+    bar.close()
     return memory.growth_table(pair, growth, num_requests, warmup)
 
 

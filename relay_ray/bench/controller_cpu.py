@@ -145,8 +145,8 @@ def run(num_requests: int = 200, max_new_tokens: int = 256, record_spans: bool =
 
 
 def table(rows: list[ControllerCpu]) -> str:
-    lines = ["| policy | requests | segments | controller CPU ms / segment | (instant tiers, excluded) ms / segment |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {r.policy} | {r.num_requests} | {r.num_segments} | {r.controller_cpu_ms_per_segment:.3f} | "
-              f"{r.tier_cpu_ms_per_segment:.3f} |" for r in rows]
-    return "\n".join(lines)
+    from relay_ray.bench.console import table as console_table
+
+    header = ["policy", "requests", "segments", "controller CPU ms / segment", "(instant tiers, excluded) ms / segment"]
+    return console_table(header, [[r.policy, r.num_requests, r.num_segments, f"{r.controller_cpu_ms_per_segment:.3f}",
+                                   f"{r.tier_cpu_ms_per_segment:.3f}"] for r in rows])

@@ -1,8 +1,9 @@
 """Resident memory of the relay's processes: each tier (Serve replica + its vLLM engine
-processes) and the controller, read from /proc (Linux).
+processes) and the controller.
 
-``peak`` is VmHWM (the high-water mark of each process, summed over the component's
-processes); ``current`` is VmRSS.
+``current`` is each process's resident set (psutil), summed over the component's processes;
+``peak`` is the sum of their high-water marks (VmHWM). psutil reports no high-water mark,
+so that one figure is read from ``/proc/<pid>/status`` (Linux; 0 elsewhere).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 import psutil
 
+from relay_ray.bench import console
 from relay_ray.serve.builder import CONTROLLER_DEPLOYMENT_NAME, TIER_DEPLOYMENT_NAMES
 from relay_ray.types import Tier
 
@@ -29,15 +31,21 @@ class ComponentMemory:
     peak_mib: float
 
 
-def _status_kib(proc: psutil.Process, key: str) -> int:
+def _rss_mib(proc: psutil.Process) -> float:
+    try:
+        return proc.memory_info().rss / 2**20
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return 0.0
+
+
+def _peak_mib(proc: psutil.Process) -> float:
+    """The process's resident high-water mark (VmHWM); 0 when unavailable."""
     try:
         with open(f"/proc/{proc.pid}/status") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
+            line = next((x for x in fh if x.startswith("VmHWM:")), "")
     except OSError:
-        pass
-    return 0
+        return 0.0
+    return int(line.split()[1]) / 1024.0 if line else 0.0
 
 
 def _replica_processes(app: str, deployment: str) -> list[psutil.Process]:
@@ -61,17 +69,15 @@ def measure(app: str) -> list[ComponentMemory]:
         procs = _replica_processes(app, deployment)
         out.append(ComponentMemory(
             component, len(procs),
-            current_mib=sum(_status_kib(p, "VmRSS") for p in procs) / 1024.0,
-            peak_mib=sum(_status_kib(p, "VmHWM") for p in procs) / 1024.0,
+            current_mib=sum(_rss_mib(p) for p in procs), peak_mib=sum(_peak_mib(p) for p in procs),
         ))
     return out
 
 
 def table(rows: list[tuple[str, ComponentMemory]]) -> str:
-    lines = ["| target | component | processes | current MiB | peak MiB |", "|---|---|---|---|---|"]
-    lines += [f"| {t} | {m.component} | {m.num_processes} | {m.current_mib:.0f} | {m.peak_mib:.0f} |"
-              for t, m in rows]
-    return "\n".join(lines)
+    return console.table(["target", "component", "processes", "current MiB", "peak MiB"],
+                         [[t, m.component, m.num_processes, f"{m.current_mib:.0f}", f"{m.peak_mib:.0f}"]
+                          for t, m in rows])
 
 
 @dataclass(frozen=True)
@@ -100,8 +106,7 @@ def growth(app: str, send, num_requests: int = 1000, warmup_requests: int = 100,
 
 
 def growth_table(pair: str, rows: list[Growth], num_requests: int, warmup_requests: int) -> str:
-    lines = [f"| target | component | RSS after {warmup_requests} requests MiB | after {num_requests} MiB | growth MiB |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {pair} | {g.component} | {g.after_warmup_mib:.1f} | {g.at_end_mib:.1f} | {g.growth_mib:+.1f} |"
-              for g in rows]
-    return "\n".join(lines)
+    header = ["target", "component", f"RSS after {warmup_requests} requests MiB", f"after {num_requests} MiB",
+              "growth MiB"]
+    return console.table(header, [[pair, g.component, f"{g.after_warmup_mib:.1f}", f"{g.at_end_mib:.1f}",
+                                   f"{g.growth_mib:+.1f}"] for g in rows])

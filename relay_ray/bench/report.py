@@ -3,12 +3,17 @@ prefix-cache share, throughput; as table rows and JSON.
 
 Definitions (all from runs in the same bench invocation, same target, same concurrency):
 
-- ``ms_per_token[tier]``: median decode time per token of the single-tier run (tier-side,
-  excluding the first token).
-- ``fixed_ms[tier]``: median of (client latency - decode time) of the single-tier run: prompt
+- ``ms_per_token[tier]``: the lowest per-request decode time per token of the single-tier run
+  (tier-side, excluding the first token).
+- ``fixed_ms[tier]``: the lowest (client latency - decode time) of the single-tier run: prompt
   prefill, first token, controller and gRPC, paid once per request by any policy.
 - ideal relay time of a request = ``fixed_ms[first tier] + (n_first - 1) * ms_per_token[first]
-  + n_other * ms_per_token[other]``: the relay with free handoffs.
+  + n_other * ms_per_token[other]``: the relay with free handoffs whose every token runs at
+  the fastest speed its tier reached alone. At concurrency 1 this is a lower bound (up to
+  the noise of the fastest request): a relay request must pay one fixed cost and one decode
+  step per token, on the same engines and cores. At concurrency > 1 it is not: the relay
+  splits the batch between two tiers, so each tier's steps are cheaper than in the
+  single-tier run at the same concurrency.
 - efficiency = sum of ideal / sum of measured latencies; speedup = mean large-only latency /
   mean latency (every request writes the same number of tokens: EOS is ignored).
 - handoff = controller + transport + the receiving tier's queueing + delta prefill (its time to
@@ -21,28 +26,41 @@ import math
 import statistics
 from dataclasses import asdict, dataclass
 
+from relay_ray.bench.console import table
 from relay_ray.bench.runner import Handoff, Run, Sample
 
 
-def _pct(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0 < q < 1) of ``values`` by linear interpolation between order
+    statistics (``statistics.quantiles``, inclusive method); NaN when empty."""
     if not values:
         return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+    if len(values) == 1:
+        return float(values[0])
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return cuts[round(100 * q) - 1]
 
 
 @dataclass(frozen=True)
 class TierCost:
+    """A tier's cost on its own: per-token decode time and the fixed per-request cost, both
+    the *lowest* seen over the requests of a single-tier run (so the ideal is a lower bound)."""
+
     ms_per_token: float
     fixed_ms: float
 
     @classmethod
     def of(cls, run: Run, large: bool) -> TierCost:
-        per_token = [x for s in run.samples for x in (s.large_decode_ms_per_token if large else
-                                                       s.small_decode_ms_per_token)]
-        step = statistics.median(per_token)
-        fixed = statistics.median(s.latency_ms - (s.num_tokens - 1) * step for s in run.samples)
-        return cls(step, fixed)
+        steps, fixed = [], []
+        for s in run.samples:
+            rates = s.large_decode_ms_per_token if large else s.small_decode_ms_per_token
+            if rates:
+                step = statistics.mean(rates)
+                steps.append(step)
+                fixed.append(s.latency_ms - (s.num_tokens - 1) * step)
+        if not steps:
+            raise ValueError(f"{run.scenario.label}: no request wrote more than one token on that tier")
+        return cls(min(steps), min(fixed))
 
 
 def ideal_ms(sample: Sample, large: TierCost, small: TierCost) -> float:
@@ -97,32 +115,23 @@ def summarize(target: str, run: Run, large: TierCost, small: TierCost, baseline:
         ideal_ms=statistics.mean(ideal), measured_ms=statistics.mean(measured),
         efficiency=sum(ideal) / sum(measured),
         speedup=statistics.mean(x.latency_ms for x in baseline.samples) / statistics.mean(measured),
-        latency_p50_ms=_pct(measured, 0.5), latency_p95_ms=_pct(measured, 0.95),
+        latency_p50_ms=percentile(measured, 0.5), latency_p95_ms=percentile(measured, 0.95),
         requests_per_s=len(s) / run.wall_s, tokens_per_s=tokens / run.wall_s,
         handoffs=len(hand),
-        handoff_p50_ms=_pct([h.total_ms for h in hand], 0.5),
-        handoff_p95_ms=_pct([h.total_ms for h in hand], 0.95),
-        handoff_into_large_p50_ms=_pct([h.total_ms for h in hand if h.into_large], 0.5),
-        extra_over_decode_p50_ms=_pct(extra, 0.5),
-        controller_p50_ms=_pct([h.controller_ms for h in hand], 0.5),
-        transport_p50_ms=_pct([h.transport_ms for h in hand], 0.5),
-        queue_p50_ms=_pct([h.queue_ms for h in hand], 0.5),
-        delta_prefill_p50_ms=_pct([h.prefill_ms for h in hand], 0.5),
+        handoff_p50_ms=percentile([h.total_ms for h in hand], 0.5),
+        handoff_p95_ms=percentile([h.total_ms for h in hand], 0.95),
+        handoff_into_large_p50_ms=percentile([h.total_ms for h in hand if h.into_large], 0.5),
+        extra_over_decode_p50_ms=percentile(extra, 0.5),
+        controller_p50_ms=percentile([h.controller_ms for h in hand], 0.5),
+        transport_p50_ms=percentile([h.transport_ms for h in hand], 0.5),
+        queue_p50_ms=percentile([h.queue_ms for h in hand], 0.5),
+        delta_prefill_p50_ms=percentile([h.prefill_ms for h in hand], 0.5),
         cached_share=sum(h.num_cached_tokens for h in hand) / prompt if prompt else float("nan"),
     )
 
 
 def _fmt(value: float, digits: int = 1) -> str:
     return "—" if math.isnan(value) else f"{value:.{digits}f}"  # NaN: not applicable
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
-
-    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows])
 
 
 def latency_table(rows: list[Row]) -> str:
@@ -132,7 +141,7 @@ def latency_table(rows: list[Row]) -> str:
              _fmt(r.small_ms_per_token, 2), _fmt(r.ideal_ms, 0), _fmt(r.measured_ms, 0), _fmt(r.efficiency, 3),
              _fmt(r.speedup, 2) + "x", _fmt(r.latency_p50_ms, 0), _fmt(r.latency_p95_ms, 0),
              _fmt(r.requests_per_s, 3), _fmt(r.tokens_per_s, 1)] for r in rows]
-    return _table(header, body)
+    return table(header, body)
 
 
 def handoff_table(rows: list[Row]) -> str:
@@ -142,7 +151,7 @@ def handoff_table(rows: list[Row]) -> str:
              _fmt(r.handoff_p95_ms), _fmt(r.handoff_into_large_p50_ms), _fmt(r.extra_over_decode_p50_ms),
              _fmt(r.controller_p50_ms, 2), _fmt(r.transport_p50_ms, 2), _fmt(r.queue_p50_ms, 2),
              _fmt(r.delta_prefill_p50_ms), f"{_fmt(100 * r.cached_share)}%"] for r in rows if r.handoffs]
-    return _table(header, body)
+    return table(header, body)
 
 
 def as_dicts(rows: list[Row]) -> list[dict]:
@@ -168,4 +177,4 @@ def throughput_table(rows: list[Row], pair: str, peer_suffixes=(" large tp2", " 
         body.append([pair, str(r.concurrency), r.scenario, _fmt(r.tokens_per_s), peer.target[len(pair) + 1:],
                      _fmt(peer.tokens_per_s), _fmt(r.tokens_per_s / peer.tokens_per_s, 2) + "x",
                      _fmt(r.latency_p95_ms, 0), _fmt(peer.latency_p95_ms, 0)])
-    return _table(header, body) if body else ""
+    return table(header, body) if body else ""

@@ -25,6 +25,9 @@ class InputLimits(BaseModel):
 
     max_prompt_bytes: int = Field(1 << 20, ge=1, description="UTF-8 bytes of the prompt (all messages), checked "
                                   "before anything is tokenized")
+    max_prompt_bytes_per_token: int = Field(
+        16, ge=1, description="a prompt longer than this many UTF-8 bytes per token of the smaller tier context is "
+        "refused before it is tokenized (it cannot fit; tokenizing it would hold up the tier)")
     max_chat_messages: int = Field(256, ge=1, description="messages in a chat prompt")
     max_stop_strings: int = Field(64, ge=1, description="strings a policy may stop on (relaygen cues + sentence "
                                   "ends): each is scanned on every token")
@@ -63,6 +66,16 @@ def check_request(request: RelayRequest, limits: InputLimits) -> None:
             value = params.get(key)
             if isinstance(value, int) and value < limits.min_fixed_segment_tokens:
                 raise RelayInputError(f"policy.{key}", f"must be >= {limits.min_fixed_segment_tokens}")
+
+
+def check_prompt_size(request: RelayRequest, context_tokens: int, limits: InputLimits) -> None:
+    """A prompt that cannot fit the context is refused without tokenizing it."""
+    prompt = request.prompt
+    size = len(prompt.text.encode()) + sum(len(m.content.encode()) for m in prompt.messages)
+    bound = context_tokens * limits.max_prompt_bytes_per_token
+    if size > bound:
+        raise RelayInputError("prompt", f"{size} bytes cannot fit the model context of {context_tokens} tokens "
+                              f"(limit {bound} bytes)")
 
 
 def check_job(job: SegmentJob, info: TierInfo, limits: InputLimits) -> None:

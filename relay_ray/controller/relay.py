@@ -18,6 +18,7 @@ from relay_ray.controller.attempts import Deadline, call_with_retries
 from relay_ray.controller.events import RelayEvent, RelayResult
 from relay_ray.controller.observer import RelayObserver
 from relay_ray.controller.prefill_ahead import WarmTiming
+from relay_ray.controller.limits import check_prompt_size
 from relay_ray.controller.request_loop import RequestLoop, make_job
 from relay_ray.controller.resume import ResumeCodec, ResumeInput, request_digest
 from relay_ray.controller.tier_client import TierClient
@@ -96,6 +97,7 @@ class RelayController:
         """Validate, render and tokenize the prompt, and set up the request's loop."""
         policy = validate_request(request, self.limits)
         infos = await self.tier_infos(deadline)
+        check_prompt_size(request, min(info.max_model_len for info in infos.values()), self.limits.input)
         large = self.tiers[Tier.LARGE]
         prepared = await call_with_retries(lambda: large.prepare(request.prompt),
                                            self.limits.retry_policy(Tier.LARGE), deadline)

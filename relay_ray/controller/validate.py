@@ -45,8 +45,11 @@ def validate_request(request: RelayRequest, limits: ControllerLimits) -> Policy:
     """Check a request before any tier is called; return its policy, ready to run."""
     check_request(request, limits.input)
     prompt = request.prompt
-    if prompt.text and prompt.messages:
-        raise RelayInputError("prompt", "give either text or messages, not both")
+    if sum(map(bool, (prompt.text, prompt.messages, prompt.token_ids))) > 1:
+        raise RelayInputError("prompt", "give one of text, messages or token_ids, not several")
+    if 4 * len(prompt.token_ids) > limits.input.max_prompt_bytes:  # an id counts as 4 bytes (int32)
+        raise RelayInputError("prompt.token_ids", f"{len(prompt.token_ids)} ids exceed the limit of "
+                              f"{limits.input.max_prompt_bytes // 4} (max_prompt_bytes / 4)")
     if prompt.messages:
         for i, msg in enumerate(prompt.messages):
             if msg.role not in CHAT_ROLES:
@@ -56,7 +59,7 @@ def validate_request(request: RelayRequest, limits: ControllerLimits) -> Policy:
                 )
         if not any(m.content for m in prompt.messages):
             raise RelayInputError("prompt.messages", "all messages are empty")
-    elif not prompt.text.strip():
+    elif not prompt.token_ids and not prompt.text.strip():  # token ids: the tier checks them
         raise RelayInputError("prompt", "the prompt is empty")
     if not 1 <= request.max_new_tokens <= limits.max_new_tokens:
         raise RelayInputError(

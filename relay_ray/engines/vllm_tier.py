@@ -162,7 +162,15 @@ class VllmTierEngine:
         return self._info
 
     def prepare(self, prompt: PromptInput) -> PreparedPrompt:
-        """Render chat messages with this model's template, then tokenize."""
+        """Render chat messages with this model's template, then tokenize (token ids are
+        checked against the vocabulary and decoded for text handoffs)."""
+        if prompt.token_ids:
+            info = self._info
+            if len(prompt.token_ids) >= info.max_model_len or not all(
+                    0 <= i < info.vocab_size for i in prompt.token_ids):
+                raise RelayInputError("prompt.token_ids",
+                                      f"at most {info.max_model_len - 1} ids, each in [0, {info.vocab_size})")
+            return PreparedPrompt(token_ids=prompt.token_ids, text=self.tokenizer.decode(prompt.token_ids))
         if prompt.messages:
             messages = [{"role": m.role, "content": guard_control_tokens(m.content, self._control_tokens(),
                                                                          prompt.special_tokens, i)}

@@ -13,14 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from relay_ray.models.corpus import training_text
-
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
-)
-SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>")
-# Shown in decoded text (special=False) because policies match on them.
-MARKUP_TOKENS = ("<think>", "</think>", "<call>", "</call>")
+from relay_ray.models.vocab import train_tokenizer
 
 
 @dataclass(frozen=True)
@@ -62,27 +55,8 @@ BENCH_SPECS = (
 
 
 def build_tokenizer(out_dir: Path, vocab_size: int) -> None:
-    """Train a byte-level BPE tokenizer on the embedded corpus and save it in HF format."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(training_text(), trainer=trainer)
-    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in MARKUP_TOKENS])
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-        pad_token="<unk>",
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    fast.save_pretrained(str(out_dir))
+    """Train the random models' tokenizer on the embedded corpus and save it in HF format."""
+    train_tokenizer(training_text(), vocab_size).save_pretrained(str(out_dir))
 
 
 def build_model(out_dir: Path, spec: ModelSpec) -> None:

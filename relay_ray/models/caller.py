@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 
 from relay_ray.models.sequences import IGNORE, Example, make_example
+from relay_ray.models.training import SMALL, fit, save
+from relay_ray.types import CALL_CLOSE, CALL_OPEN
 
 LARGE_SURE = 0.9
 SMALL_UNSURE = 0.9
@@ -72,7 +74,7 @@ def call_spans(tokenizer, large, small, examples: list[Example]) -> list[list[tu
 def caller_examples(tokenizer, examples: list[Example], spans: list[list[tuple[int, int]]],
                     seed: int = 3, commands_per_example: int = 2) -> list[Example]:
     """Clean and command sequences (see the module docstring)."""
-    call_open, call_close = tokenizer.convert_tokens_to_ids(["<call>", "</call>"])
+    call_open, call_close = tokenizer.convert_tokens_to_ids([CALL_OPEN, CALL_CLOSE])
     rng = random.Random(seed)
     out: list[Example] = []
     for e, sp in zip(examples, spans):
@@ -101,7 +103,6 @@ def train_caller(out_dir: Path, tokenizer, problems, dev, scale: float = 1.0, nu
     from transformers import AutoModelForCausalLM
 
     from relay_ray.models.relay_sim import relayllm_accuracy
-    from relay_ray.models.train import SMALL, fit, save
 
     started = time.perf_counter()
     large = AutoModelForCausalLM.from_pretrained(str(out_dir / "arith-large"), dtype=torch.float32)

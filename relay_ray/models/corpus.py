@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import random
 
+from relay_ray.types import CALL_CLOSE, CALL_OPEN, THINK_END, THINK_START
+
 CUE_WORDS = (
     "So", "So,", "Therefore", "Therefore,", "Thus", "Thus,", "Now", "Now,", "Hence", "Wait,",
     "Again", "Similarly,", "Alternatively", "Also", "In summary", "Now compute", "Wait, check",
@@ -40,8 +42,8 @@ def training_text(seed: int = 0, count: int = 4000) -> list[str]:
     """Lines for tokenizer training, with the chat and tool markup the templates use."""
     lines = sentences(seed, count)
     lines += [
-        "<|im_start|>user\nWhat is 12 plus 30?<|im_end|>\n<|im_start|>assistant\n<think>\n",
-        "</think>\n\nAnswer: 42",
-        "<call>8</call> <call>16</call> <call>32</call>",
+        f"<|im_start|>user\nWhat is 12 plus 30?<|im_end|>\n<|im_start|>assistant\n{THINK_START}\n",
+        f"{THINK_END}\n\nAnswer: 42",
+        " ".join(f"{CALL_OPEN}{n}{CALL_CLOSE}" for n in (8, 16, 32)),
     ]
     return lines

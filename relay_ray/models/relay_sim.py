@@ -8,12 +8,12 @@ after ``max_calls`` commands the caller is no longer stopped. The served numbers
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
 
 from relay_ray.models.greedy import extract_answer
 from relay_ray.models.sequences import encode_prompt
-
-_CALL_RE = re.compile(r"<call>\s*(\d+)\s*</call>\s*$")
+from relay_ray.policies.relayllm import CALL_RE
+from relay_ray.types import CALL_CLOSE, CALL_OPEN
 
 
 def _greedy(model, ids: list[int], max_new: int, stop_ids: list[int]) -> list[int]:
@@ -28,18 +28,28 @@ def _greedy(model, ids: list[int], max_new: int, stop_ids: list[int]) -> list[in
     return out[0, len(ids):].tolist()
 
 
-def relayllm_generate(caller, large, tokenizer, prompt: str, max_new_tokens: int = 400,
-                      max_calls: int = 32) -> tuple[str, int, int, int]:
-    """(text, large tokens, small tokens, calls) of one relayed greedy answer."""
+@dataclass(frozen=True)
+class RelayedAnswer:
+    """One relayed greedy answer: the output ids (commands removed, EOS included when written)
+    and who wrote how many of them."""
+
+    token_ids: tuple[int, ...]
+    num_large_tokens: int
+    num_small_tokens: int
+    num_calls: int
+
+
+def relayllm_relay(caller, large, tokenizer, prompt_ids: list[int], max_new_tokens: int = 400,
+                   max_calls: int = 32) -> RelayedAnswer:
+    """Relay one answer after ``prompt_ids`` (a rendered, tokenized prompt)."""
     eos = tokenizer.eos_token_id
-    call_open, call_close = tokenizer.convert_tokens_to_ids(["<call>", "</call>"])
-    prompt_ids = encode_prompt(tokenizer, prompt)
+    call_open, call_close = tokenizer.convert_tokens_to_ids([CALL_OPEN, CALL_CLOSE])
     out: list[int] = []
     large_tokens = small_tokens = calls = 0
     while len(out) < max_new_tokens:
         stops = [eos, call_close] if calls < max_calls else [eos]
         seg = _greedy(caller, prompt_ids + out, max_new_tokens - len(out), stops)
-        match = _CALL_RE.search(tokenizer.decode(seg)) if seg and seg[-1] == call_close else None
+        match = CALL_RE.search(tokenizer.decode(seg)) if seg and seg[-1] == call_close else None
         if seg and seg[-1] == call_close:
             calls += 1
         if match is None:  # EOS, budget, or a malformed command (kept as text, like the policy)
@@ -56,7 +66,15 @@ def relayllm_generate(caller, large, tokenizer, prompt: str, max_new_tokens: int
         large_tokens += len(written)
         if written and written[-1] == eos:
             break
-    return tokenizer.decode(out, skip_special_tokens=True), large_tokens, small_tokens, calls
+    return RelayedAnswer(tuple(out), large_tokens, small_tokens, calls)
+
+
+def relayllm_generate(caller, large, tokenizer, prompt: str, max_new_tokens: int = 400,
+                      max_calls: int = 32) -> tuple[str, int, int, int]:
+    """(text, large tokens, small tokens, calls) of one relayed greedy answer to a user prompt."""
+    answer = relayllm_relay(caller, large, tokenizer, encode_prompt(tokenizer, prompt), max_new_tokens, max_calls)
+    return (tokenizer.decode(answer.token_ids, skip_special_tokens=True), answer.num_large_tokens,
+            answer.num_small_tokens, answer.num_calls)
 
 
 def relayllm_accuracy(caller, large, tokenizer, problems) -> dict:

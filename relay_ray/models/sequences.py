@@ -59,12 +59,3 @@ def collate(examples: Sequence[Example], pad_id: int):
         mask[row, :n] = 1
         labels[row, :n] = torch.tensor(e.labels)
     return ids, mask, labels
-
-
-def token_char_ends(tokenizer, ids: Sequence[int]) -> list[int]:
-    """End offset (in the decoded text of ``ids``) of each token's text."""
-    ends, text = [], ""
-    for i in range(len(ids)):
-        text = tokenizer.decode(ids[: i + 1])
-        ends.append(len(text))
-    return ends

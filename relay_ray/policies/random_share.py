@@ -4,8 +4,14 @@ Segment lengths are drawn from geometric distributions: large segments have mean
 ``mean_large_tokens`` and small segments mean ``mean_large_tokens * (1 - s) / s`` for the
 target share ``s = large_share``, so the expected share of large-model tokens is ``s`` (the
 first tier is drawn with probability ``s``). A segment has at least one token, so when that
-small mean would fall below 1 it is 1 and the large mean grows to ``s / (1 - s)`` instead. This is the share-matched random router that
-RelayLLM compares against: give it the share a relay policy reached and compare accuracy.
+small mean would fall below 1 it is 1 and the large mean grows to ``s / (1 - s)`` instead.
+
+This is the random router RelayLLM compares against, matched to a relay policy on structure:
+give it the large share the policy reached *and* the policy's mean large-segment length
+(``relay-ray eval ... random:match=LABEL`` does both), and it writes about as many large
+segments, hence switches, per answer (~``2 s T / m`` for a ``T``-token answer). Matched on the
+share alone (default ``m = 4``), it would place one short large chunk per answer at a 2% share
+and switch ~80 times at 78%.
 
 Pure and reproducible: every draw comes from ``random.Random`` seeded with ``routing_seed``, the
 request id and the segment index, so the same request (same ``request_id``) is routed the

@@ -15,8 +15,8 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from relay_ray.policies.base import Policy, PolicyParams, SegmentPlan, Transition
-from relay_ray.state import THINK_END, RelayState
-from relay_ray.types import FinishReason, Phase, SegmentResult, StopRule, Tier
+from relay_ray.state import RelayState
+from relay_ray.types import THINK_END, FinishReason, Phase, SegmentResult, StopRule, Tier
 
 # Calibrated for Qwen3-1.7B <-> Qwen3-32B by the RelayGen authors (AMC 2023).
 QWEN3_CUES = (

@@ -16,7 +16,9 @@ from pydantic import Field
 from relay_ray.policies.base import Policy, PolicyParams, SegmentPlan, Transition
 from relay_ray.state import RelayState
 from relay_ray.types import CALL_CLOSE, CALL_OPEN, FinishReason, SegmentResult, StopRule, Tier
-_CALL_RE = re.compile(r"<call>\s*(\d+)\s*</call>\s*$")
+
+# A well-formed command at the end of a segment's text; group 1 is n.
+CALL_RE = re.compile(rf"{re.escape(CALL_OPEN)}\s*(\d+)\s*{re.escape(CALL_CLOSE)}\s*$")
 
 
 class RelayLLMParams(PolicyParams):
@@ -48,7 +50,7 @@ class RelayLLMPolicy(Policy):
         if result.finish_reason is not FinishReason.STOP_STRING:
             return Transition(Tier.SMALL)
         num_calls = int(state.memo.get("num_calls", 0)) + 1
-        match = _CALL_RE.search(result.text)
+        match = CALL_RE.search(result.text)
         if match is None:  # malformed: leave the text, count it so a loop stays bounded
             return Transition(Tier.SMALL, memo={"num_calls": num_calls})
         num_kept = sum(1 for end in result.text_offsets if end <= match.start())

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-THINK_END = "</think>"
+from relay_ray.types import THINK_END
 
 
 @dataclass(frozen=True)

@@ -48,39 +48,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _large_only(client, items, fmt, args, label="large-only"):
     from relay_ray.quality.report import summarize
-    from relay_ray.quality.runner import Progress, run_items
+    from relay_ray.quality.runner import run_items
     from relay_ray.quality.runs import PolicyRun
 
     run = PolicyRun(label, "large-only")
-    results = run_items(client, items, run, {}, fmt, args.max_new_tokens, args.concurrency, keep_text=True,
-                        progress=Progress(label, len(items)))
+    results = run_items(client, items, run, {}, fmt, args.max_new_tokens, args.concurrency, keep_text=True)
     return results, summarize(run, {}, results)
 
 
 def calibrate_relaygen(client, items, fmt, args) -> dict:
     from relay_ray.policies.relaygen import QWEN3_CUES, SENTENCE_ENDS
     from relay_ray.quality.calibrate import cue_table
+    from relay_ray.bench.console import progress, table
     from relay_ray.quality.margins import MarginScorer
-    from relay_ray.quality.runner import Progress
     from relay_ray.tasks.arith import COPY_PHRASES, EASY_CUES, HARD_CUES
 
     results, summary = _large_only(client, items, fmt, args)
     if not Path(args.small_model).is_dir():
         raise RelayInputError("--small-model", f"model folder not found: {args.small_model}")
     scorer = MarginScorer(args.small_model)
-    progress = Progress("teacher-forcing the small model", len(items))
+    bar = progress("teacher-forcing the small model", len(items))
     traces = []
     for item, result in zip(items, results):
         traces.append(scorer.score(item.prompt, result.text))
-        progress.update(result)
+        bar.update(1)
+    bar.close()
     candidates = args.candidates or [*QWEN3_CUES, *EASY_CUES, *HARD_CUES, *COPY_PHRASES]
     rows = cue_table(traces, candidates, SENTENCE_ENDS, args.min_count, args.min_margin)
     print(f"\nlarge-only accuracy on {len(items)} calibration problems: {100 * summary.accuracy:.1f}%")
-    print(f"{'cue':<16} {'count':>5} {'mean margin':>11} {'min margin':>10}  selected  reason")
-    for r in rows:
-        if r.count:
-            print(f"{r.cue!r:<16} {r.count:>5} {r.mean_margin:>11.3f} {r.mean_min_margin:>10.3f}  "
-                  f"{'yes' if r.selected else 'no':<8}  {r.reason}")
+    print(table(["cue", "count", "mean margin", "min margin", "selected", "reason"],
+                [[repr(r.cue), r.count, f"{r.mean_margin:.3f}", f"{r.mean_min_margin:.3f}",
+                  "yes" if r.selected else "no", r.reason] for r in rows if r.count],
+                markdown=False, right=(1, 2, 3)))
     unseen = [r.cue for r in rows if not r.count]
     if unseen:
         print(f"never in the traces ({len(unseen)}): {' '.join(repr(c) for c in unseen)}")
@@ -94,30 +93,29 @@ def calibrate_relaygen(client, items, fmt, args) -> dict:
 
 
 def calibrate_rstitch(client, items, fmt, args) -> dict:
+    from relay_ray.bench.console import table
     from relay_ray.quality.calibrate import TauPoint, recommend_tau
     from relay_ray.quality.report import summarize
-    from relay_ray.quality.runner import Progress, run_items
+    from relay_ray.quality.runner import run_items
     from relay_ray.quality.runs import PolicyRun
 
     _, base = _large_only(client, items, fmt, args)
     rows = []
     for tau in args.taus:
         run = PolicyRun(f"rstitch tau={tau}", "rstitch", {"tau": tau})
-        results = run_items(client, items, run, {"tau": tau}, fmt, args.max_new_tokens, args.concurrency,
-                            progress=Progress(run.label, len(items)))
+        results = run_items(client, items, run, {"tau": tau}, fmt, args.max_new_tokens, args.concurrency)
         rows.append((tau, summarize(run, {"tau": tau}, results)))
     best = recommend_tau([TauPoint(t, s.accuracy, s.large_share) for t, s in rows], base.accuracy, args.target)
     print(f"\nlarge-only: accuracy {100 * base.accuracy:.1f}%, latency {base.mean_latency_ms:.0f} ms")
-    print(f"{'tau':>6} {'accuracy':>8} {'vs large':>8} {'large share':>11} {'switches/req':>12} {'latency ms':>10}")
-    for tau, s in rows:
-        ratio = s.accuracy / base.accuracy if base.accuracy else 0.0
-        mark = "  <- recommended" if best is not None and tau == best.tau else ""
-        print(f"{tau:>6} {100 * s.accuracy:>7.1f}% {100 * ratio:>7.1f}% {100 * s.large_share:>10.1f}% "
-              f"{s.switches_per_request:>12.1f} {s.mean_latency_ms:>10.0f}{mark}")
+    body = [[tau, f"{100 * s.accuracy:.1f}%", f"{100 * s.accuracy / base.accuracy if base.accuracy else 0.0:.1f}%",
+             f"{100 * s.large_share:.1f}%", f"{s.switches_per_request:.1f}", f"{s.mean_latency_ms:.0f}",
+             "<- recommended" if best is not None and tau == best.tau else ""] for tau, s in rows]
+    print(table(["tau", "accuracy", "vs large", "large share", "switches/req", "latency ms", ""], body,
+                markdown=False, right=range(6)))
     if best is None:
         print(f"no tau keeps {100 * args.target:.0f}% of large-only accuracy; try smaller taus")
-    return {"method": "rstitch", "data": args.data, "target": args.target, "large_only": asdict(base),
-            "recommended_tau": best.tau if best else None, "sweep": [asdict(s) | {"tau": t} for t, s in rows]}
+    return {"method": "rstitch", "data": args.data, "target": args.target, "large_only": base.model_dump(),
+            "recommended_tau": best.tau if best else None, "sweep": [s.model_dump() | {"tau": t} for t, s in rows]}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,9 +7,10 @@ its line number and the valid lines are returned to run.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from relay_ray.quality.extract import AnswerFormat, parse_format
 
@@ -34,30 +35,64 @@ class LineError:
         return f"line {self.line}: {self.message}"
 
 
+class _Line(BaseModel):
+    """The schema of one line; extra keys are allowed and ignored."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    id: str | int
+    prompt: str
+    answer: str | int | float
+    answer_format: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value):
+        if str(value) == "":
+            raise ValueError("must be a non-empty string or an integer")
+        return value
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must be a non-empty string")
+        return value
+
+    @field_validator("answer")
+    @classmethod
+    def _answer(cls, value):
+        if str(value).strip() == "":
+            raise ValueError("must be a non-empty string or a number")
+        return value
+
+
+_TYPE_RULES = {"id": "a non-empty string or an integer", "prompt": "a non-empty string",
+               "answer": "a non-empty string or a number", "answer_format": "a string"}
+
+
+def _message(exc: ValidationError) -> str:
+    """One line naming what is wrong with a line (all missing fields, else the first error)."""
+    errors = exc.errors()
+    if errors[0]["type"] == "json_invalid":
+        return f"not valid JSON ({errors[0]['ctx']['error']})"
+    if errors[0]["type"] == "model_type":
+        return f"expected a JSON object with id, prompt and answer, got {type(errors[0]['input']).__name__}"
+    missing = [str(e["loc"][0]) for e in errors if e["type"] == "missing"]
+    if missing:
+        return f"missing field{'s' if len(missing) > 1 else ''} {', '.join(repr(k) for k in missing)}"
+    field = str(errors[0]["loc"][0])
+    return f"field {field!r} must be {_TYPE_RULES.get(field, 'valid')}"
+
+
 def _parse_line(raw: str, number: int) -> Item:
     """One JSONL line -> Item; raises ValueError with a message naming the problem."""
     try:
-        obj = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(obj, dict):
-        raise ValueError(f"expected a JSON object with id, prompt and answer, got {type(obj).__name__}")
-    missing = [k for k in ("id", "prompt", "answer") if k not in obj]
-    if missing:
-        raise ValueError(f"missing field{'s' if len(missing) > 1 else ''} {', '.join(repr(k) for k in missing)}")
-    if not isinstance(obj["id"], (str, int)) or isinstance(obj["id"], bool) or str(obj["id"]) == "":
-        raise ValueError("field 'id' must be a non-empty string or an integer")
-    if not isinstance(obj["prompt"], str) or not obj["prompt"].strip():
-        raise ValueError("field 'prompt' must be a non-empty string")
-    answer = obj["answer"]
-    if isinstance(answer, bool) or not isinstance(answer, (str, int, float)) or str(answer).strip() == "":
-        raise ValueError("field 'answer' must be a non-empty string or a number")
-    fmt = None
-    if "answer_format" in obj:
-        if not isinstance(obj["answer_format"], str):
-            raise ValueError("field 'answer_format' must be a string")
-        fmt = parse_format(obj["answer_format"])  # ValueError names the known formats
-    return Item(str(obj["id"]), obj["prompt"], str(answer).strip(), number, fmt)
+        line = _Line.model_validate_json(raw)
+    except ValidationError as exc:
+        raise ValueError(_message(exc)) from None
+    fmt = parse_format(line.answer_format) if line.answer_format is not None else None  # names known formats
+    return Item(str(line.id), line.prompt, str(line.answer).strip(), number, fmt)
 
 
 def load_dataset(path: str | Path, limit: int | None = None) -> tuple[list[Item], list[LineError]]:

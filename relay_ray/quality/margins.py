@@ -8,8 +8,6 @@ the distribution that predicts it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from relay_ray.quality.calibrate import TokenMargins
 
 
@@ -48,5 +46,16 @@ class MarginScorer:
             out.append(margins[t - 1])
         return TokenMargins(completion, tuple(starts), tuple(ends), tuple(out))
 
-    def score_all(self, pairs: Iterable[tuple[str, str]]) -> list[TokenMargins]:
-        return [self.score(p, c) for p, c in pairs]
+    def draft_matches(self, user_prompt: str, completion: str, completion_ids=()) -> list[bool]:
+        """Per completion token: is it this model's greedy choice given the text before it?
+        (What a greedy draft model would have proposed there; see
+        :func:`relay_ray.quality.compute.speculative_large_positions`.) ``completion_ids``, when
+        given, are the tokens as generated; otherwise ``completion`` is tokenized."""
+        import torch
+
+        prompt_ids = self.tokenizer(self.render(user_prompt), add_special_tokens=False)["input_ids"]
+        completion_ids = list(completion_ids) or self.tokenizer(completion, add_special_tokens=False)["input_ids"]
+        ids = prompt_ids + completion_ids
+        with torch.no_grad():
+            best = self.model(input_ids=torch.tensor([ids], device=self.device)).logits[0].argmax(-1).tolist()
+        return [best[t - 1] == ids[t] for t in range(len(prompt_ids), len(ids))]

@@ -4,8 +4,11 @@ Values are JSON when they parse as JSON (``0.3``, ``true``, ``["So", "Thus"]``),
 Two keys are resolved on the client before a request is sent:
 
 - ``cues_file=PATH`` (relaygen): the cues written by ``relay-ray calibrate relaygen``;
-- ``match=LABEL`` (random): ``large_share`` becomes the share measured for the run ``LABEL``
-  earlier in the same evaluation (the share-matched random router).
+- ``match=LABEL`` (random): the structure-matched random router: ``large_share`` becomes the
+  share measured for the run ``LABEL`` earlier in the same evaluation and ``mean_large_tokens``
+  its mean large-segment length (large tokens / large segments), so the random router also
+  makes about as many switches per request (:func:`matched_params`). Parameters given
+  explicitly win over the matched ones.
 
 Parameters are validated against the policy's typed model before anything runs.
 """
@@ -15,6 +18,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from relay_ray.errors import RelayInputError
 from relay_ray.policies import REGISTRY, make_policy
@@ -54,18 +60,40 @@ def _value(raw: str):
         return raw
 
 
+class CueFile(BaseModel):
+    """A cue file written by ``relay-ray calibrate relaygen`` (other keys: its provenance)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    cues: list[Annotated[str, StringConstraints(min_length=1)]] = Field(min_length=1)
+
+
 def load_cue_file(path: str | Path) -> tuple[str, ...]:
     """The ``cues`` list of a cue file written by ``relay-ray calibrate relaygen``."""
     path = Path(path)
     if not path.is_file():
         raise RelayInputError("cues_file", f"cue file not found: {path}")
     try:
-        cues = json.loads(path.read_text())["cues"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise RelayInputError("cues_file", f"{path} is not a cue file (a JSON object with a 'cues' list)") from None
-    if not isinstance(cues, list) or not cues or not all(isinstance(c, str) and c for c in cues):
-        raise RelayInputError("cues_file", f"{path}: 'cues' must be a non-empty list of non-empty strings")
-    return tuple(cues)
+        return tuple(CueFile.model_validate_json(path.read_text()).cues)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "file"
+        raise RelayInputError("cues_file", f"{path} is not a cue file (a JSON object whose 'cues' is a non-empty "
+                                           f"list of non-empty strings): {where}: {err['msg']}") from None
+
+
+def matched_params(params: dict, large_share: float, large_tokens_per_request: float,
+                   large_segments_per_request: float) -> dict:
+    """``params`` of a ``random:match=LABEL`` run, given what run ``LABEL`` measured.
+
+    A random router with share ``s`` and mean large segment ``m`` writes about ``s*T/m``
+    large segments in a ``T``-token answer, each bracketed by two switches, as the matched
+    policy's ``large_tokens / large_segments`` segments are.
+    """
+    out = {"large_share": round(large_share, 4)}
+    if large_segments_per_request > 0 and 0 < large_share < 1:
+        out["mean_large_tokens"] = round(max(1.0, large_tokens_per_request / large_segments_per_request), 3)
+    return {**out, **params}
 
 
 def parse_run(spec: str) -> PolicyRun:

@@ -74,11 +74,15 @@ def prompt_from_pb(msg: Message) -> PromptInput:
     mode = {"special_tokens": msg.special_tokens} if getattr(msg, "special_tokens", "") else {}
     if which == "chat":
         return PromptInput(messages=tuple(ChatMessage(m.role, m.content) for m in msg.chat.messages), **mode)
+    if which == "token_ids":
+        return PromptInput(token_ids=tuple(msg.token_ids.ids), **mode)
     return PromptInput(text=msg.text if which == "text" else "", **mode)
 
 
 def prompt_to_pb(prompt: PromptInput, msg: Message) -> Message:
-    if prompt.messages:
+    if prompt.token_ids:  # segment PrepareRequest only (GenerateRequest has no token-id prompt)
+        msg.token_ids.ids.extend(prompt.token_ids)
+    elif prompt.messages:
         msg.chat.messages.extend(rpb.ChatMessage(role=m.role, content=m.content) for m in prompt.messages)
     else:
         msg.text = prompt.text

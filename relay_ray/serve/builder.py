@@ -39,7 +39,8 @@ def tier_deployment_options(tier: Tier, cfg: TierConfig) -> dict:
         "max_queued_requests": cfg.max_queued_requests,
         # VLLM_CONFIGURE_LOGGING=0: vLLM must not replace the logging config Serve set up.
         "ray_actor_options": {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus,
-                              "runtime_env": {"env_vars": {"VLLM_CONFIGURE_LOGGING": "0"}}},
+                              "runtime_env": {"env_vars": {"VLLM_CONFIGURE_LOGGING": "0"}},
+                              **({"resources": dict(cfg.resources)} if cfg.resources else {})},
         **({"request_router_config": AFFINITY_ROUTER} if cfg.request_router == "affinity" else {}),
         "health_check_timeout_s": 120,
         "graceful_shutdown_timeout_s": 30,
@@ -52,9 +53,8 @@ def tier_deployment_options(tier: Tier, cfg: TierConfig) -> dict:
         # group; the replica itself only holds the CPU of the first bundle.
         options["ray_actor_options"] = {**options["ray_actor_options"], "num_cpus": max(cfg.num_cpus, 1.0),
                                         "num_gpus": 0}
-        options["placement_group_bundles"] = (
-            [{"CPU": max(cfg.num_cpus, 1.0), "GPU": 1}] + [{"GPU": 1}] * (cfg.tensor_parallel_size - 1)
-        )
+        first = {"CPU": max(cfg.num_cpus, 1.0), "GPU": 1, **cfg.resources}
+        options["placement_group_bundles"] = [first] + [{"GPU": 1}] * (cfg.tensor_parallel_size - 1)
         options["placement_group_strategy"] = "STRICT_PACK"
     return options
 
@@ -90,6 +90,8 @@ def build_app(config: RelayConfig, app_secret: str | None = None) -> Application
         num_replicas=c.num_replicas,
         max_ongoing_requests=c.max_ongoing_requests,
         max_queued_requests=c.max_queued_requests,
+        # Over max_queued_requests: gRPC RESOURCE_EXHAUSTED; HTTP (OpenAI API) 429 + Retry-After.
+        backpressure_config={"status_code": 429, "retry_after_s": 1},
         ray_actor_options={"num_cpus": c.num_cpus},
     )
     # Only what the controller uses: scaling a tier (num_replicas, autoscaling) must not

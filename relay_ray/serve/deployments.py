@@ -24,6 +24,7 @@ from relay_ray.transport.handle_client import HandleTierClient
 from relay_ray.engines.vllm_tier import VllmTierEngine
 from relay_ray.rpc import relay_service
 from relay_ray.rpc.auth import TierSecret, TokenAuthenticator
+from relay_ray.rpc.openai_http import OpenAIEdge
 from relay_ray.telemetry.metrics import RayMetrics
 from relay_ray.telemetry.observer import TelemetryObserver
 from relay_ray.types import PreparedPrompt, PromptInput, RelayRequest, SegmentJob, SegmentResult, Tier, TierInfo
@@ -136,7 +137,7 @@ class TierServer:
 
 
 class RelayIngress:
-    """The controller deployment: implements RelayService on Serve's gRPC proxy.
+    """The controller deployment: RelayService on Serve's gRPC proxy, the OpenAI API on its HTTP proxy.
 
     Stateless between requests, so it scales to any number of replicas.
     """
@@ -168,6 +169,7 @@ class RelayIngress:
         self.controller = RelayController(tiers, limits, observer=self.telemetry,
                                           resume_codec=ResumeCodec(app_secret.encode()))
         self.default_policy = cfg.default_policy
+        self.openai = OpenAIEdge(self.controller, cfg.default_policy, self.authenticator)
 
     def record_autoscaling_stats(self) -> dict[str, float]:
         """Switch-rate telemetry: tokens demanded per tier and switches, per second."""
@@ -183,6 +185,10 @@ class RelayIngress:
             self.controller, request, self.default_policy, grpc_context, self.authenticator
         ):
             yield message
+
+    async def __call__(self, request):
+        """Every HTTP request on Serve's HTTP proxy: the OpenAI-compatible API."""
+        return await self.openai.handle(request)
 
     async def relay(self, request: RelayRequest, timeout_s: float | None = None) -> RelayResult:
         """Python entry point for handle callers (tests, batch jobs)."""

@@ -9,9 +9,9 @@ from pathlib import Path
 import yaml
 
 from relay_ray.config import RelayConfig
+from relay_ray.controller.limits import InputLimits
 from relay_ray.errors import RelayInputError
 
-DEFAULT_CONFIG = Path("cluster/serve-local.yaml")
 # Every process started below a local session inherits this marker, so that engine
 # processes orphaned by a killed replica (vLLM's EngineCore survives a SIGKILLed parent)
 # can be found and stopped when the session ends.
@@ -88,6 +88,20 @@ def start_local(serve_file: ServeFile, num_cpus: int | None = None) -> None:
               route_prefix=app_raw.get("route_prefix", "/"))
 
 
+PROXY_MESSAGE_ENV = "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"
+PROXY_MESSAGE_SLACK_BYTES = 1 << 20  # the rest of a request: cues, roles, ids, a resume token
+
+
+def proxy_message_env(limits: InputLimits) -> dict[str, str]:
+    """The environment that bounds the messages Serve's gRPC proxy accepts (its default is
+    2 GiB): the prompt's byte limit plus 1 MiB for the rest of a request. A larger request
+    is refused by gRPC itself (RESOURCE_EXHAUSTED) before the proxy parses it or passes it
+    to a controller. Ray reads it when the proxy starts, so it must be in the environment
+    of the processes that start Ray (``ray start`` on every node of a cluster)."""
+    limit = limits.max_prompt_bytes + PROXY_MESSAGE_SLACK_BYTES
+    return {PROXY_MESSAGE_ENV: str(limit)}
+
+
 def start_serve(serve_file: ServeFile, num_cpus: int | None = None) -> None:
     """Start (or connect to) Ray and start Serve with the file's HTTP/gRPC options."""
     import ray
@@ -97,6 +111,8 @@ def start_serve(serve_file: ServeFile, num_cpus: int | None = None) -> None:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.update(tracing_env(serve_file.relay.tracing))  # Ray processes inherit them
+    for name, value in proxy_message_env(serve_file.relay.controller.input_limits).items():
+        os.environ.setdefault(name, value)  # a local Ray only: a cluster sets it at `ray start`
     mark_session()
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), num_cpus=num_cpus, include_dashboard=False,

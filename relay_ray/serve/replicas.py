@@ -22,6 +22,10 @@ def _engine_load(self) -> dict[str, int]:  # runs inside a tier replica actor
     return self._replica_impl._user_callable_wrapper.user_callable.engine_load()
 
 
+def _pid_and_load(self) -> tuple[int, dict[str, int]]:  # fails until the replica's engine is up
+    return os.getpid(), _engine_load(self)
+
+
 def _replica_actors(app: str, deployment: str) -> list:
     import ray
 
@@ -70,6 +74,24 @@ def engine_loads(app: str, deployment: str) -> list[dict[str, int]]:
         except Exception:
             continue
     return loads
+
+
+def busy_replica(app: str, deployment: str, timeout_s: float = 20.0) -> int | None:
+    """Pid of a ready tier replica with a segment in flight (None if none is seen in ``timeout_s``):
+    a fault test kills it to hit a request mid-segment rather than an idle replica."""
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for actor in _replica_actors(app, deployment):
+            try:
+                pid, load = ray.get(actor.__ray_call__.remote(_pid_and_load), timeout=10)
+            except Exception:  # dead, restarting or still loading its engine
+                continue
+            if any(not job.endswith("/warm") for job in load["jobs"]):  # a decoding segment, not a warm-up
+                return pid
+        time.sleep(0.02)
+    return None
 
 
 def engine_of(replica_pid: int) -> psutil.Process:

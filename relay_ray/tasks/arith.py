@@ -32,6 +32,8 @@ import random
 import re
 from dataclasses import dataclass
 
+from relay_ray.types import THINK_END
+
 NAMES = ("Tom", "Ana", "Ben", "Mia", "Sam", "Eva")
 ITEMS = ("apples", "pens", "books", "cards", "eggs", "coins")
 HARD_CUES = ("Now compute", "Next,", "Wait, check")
@@ -39,7 +41,6 @@ EASY_CUES = ("So", "Therefore,", "In summary,")
 # Mid-sentence phrases whose continuation copies digits already written ("carry 1, so far 80"
 # after "4*4+2=18" and "so far 0"): extra RelayGen cue candidates for calibration.
 COPY_PHRASES = ("so far", ", carry")
-THINK_END = "</think>"
 # Computed values: the digits after "=" in a step ("7*3+0=21", "9+4+1=14") or a check
 # ("check 3*4=12"); restatements ("So the product is 441.") copy and are not hard.
 _HARD_VALUE = re.compile(r"(?:\d[*+]\d\+\d|check \d\*\d)=(\d+)")
@@ -69,37 +70,31 @@ def _digits_low_first(value: int, width: int) -> list[int]:
     return [(value // 10**i) % 10 for i in range(width)]
 
 
+def _column_lines(header: str, columns: list[tuple[str, int]]) -> list[str]:
+    """A written column operation, lowest digit first: ``columns`` are (expression, value)
+    of each column without the carry, e.g. ``("7*3", 21)``; each line adds the carry in."""
+    lines, carry, so_far = [], 0, ""
+    for i, (expression, column_value) in enumerate(columns):
+        value = column_value + carry
+        last = i == len(columns) - 1
+        so_far = (str(value) if last else str(value % 10)) + so_far
+        tail = f", so far {so_far}." if last else f", carry {value // 10}, so far {so_far}."
+        lines.append(f"{header if i == 0 else 'Next, '}{expression}+{carry}={value}{tail}")
+        carry = value // 10
+    return lines
+
+
 def _mul_lines(x: int, n: int) -> list[str]:
     """Long multiplication of ``x`` by the single digit ``n``, lowest digit first."""
     digits = _digits_low_first(x, len(str(x)))
-    lines, carry, so_far = [], 0, ""
-    for i, d in enumerate(digits):
-        value = d * n + carry
-        last = i == len(digits) - 1
-        written = str(value) if last else str(value % 10)
-        so_far = written + so_far
-        step = f"{d}*{n}+{carry}={value}"
-        tail = f", so far {so_far}." if last else f", carry {value // 10}, so far {so_far}."
-        lines.append(f"{'Now compute ' + f'{x}*{n}: ' if i == 0 else 'Next, '}{step}{tail}")
-        carry = value // 10
-    return lines
+    return _column_lines(f"Now compute {x}*{n}: ", [(f"{d}*{n}", d * n) for d in digits])
 
 
 def _add_lines(x: int, y: int) -> list[str]:
     """Column addition of ``x`` and ``y``, lowest digit first (the shorter one padded with 0)."""
     width = max(len(str(x)), len(str(y)))
-    xs, ys = _digits_low_first(x, width), _digits_low_first(y, width)
-    lines, carry, so_far = [], 0, ""
-    for i in range(width):
-        value = xs[i] + ys[i] + carry
-        last = i == width - 1
-        written = str(value) if last else str(value % 10)
-        so_far = written + so_far
-        step = f"{xs[i]}+{ys[i]}+{carry}={value}"
-        tail = f", so far {so_far}." if last else f", carry {value // 10}, so far {so_far}."
-        lines.append(f"{'Now compute ' + f'{x}+{y}: ' if i == 0 else 'Next, '}{step}{tail}")
-        carry = value // 10
-    return lines
+    pairs = zip(_digits_low_first(x, width), _digits_low_first(y, width))
+    return _column_lines(f"Now compute {x}+{y}: ", [(f"{dx}+{dy}", dx + dy) for dx, dy in pairs])
 
 
 def _story(kind: str, a: int, b: int, n: int, name: str, item: str) -> tuple[str, str]:

@@ -26,43 +26,43 @@ from relay_ray.v1 import common_pb2 as relay__ray_dot_v1_dot_common__pb2
 from relay_ray.v1 import relay_pb2 as relay__ray_dot_v1_dot_relay__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1arelay_ray/v1/segment.proto\x12\x0crelay_ray.v1\x1a\x19relay_ray/v1/common.proto\x1a\x18relay_ray/v1/relay.proto\"\x11\n\x0f\x44\x65scribeRequest\"\xe3\x01\n\x08TierInfo\x12 \n\x04tier\x18\x01 \x01(\x0e\x32\x12.relay_ray.v1.Tier\x12\r\n\x05model\x18\x02 \x01(\t\x12\x1d\n\x15tokenizer_fingerprint\x18\x03 \x01(\t\x12\x12\n\nvocab_size\x18\x04 \x01(\x05\x12\x15\n\rmax_model_len\x18\x05 \x01(\x05\x12\x15\n\reos_token_ids\x18\x06 \x03(\x05\x12\x1d\n\x15think_close_token_ids\x18\x07 \x03(\x05\x12\x12\n\nreplica_id\x18\x08 \x01(\t\x12\x12\n\nblock_size\x18\t \x01(\x05\"l\n\x0ePrepareRequest\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12(\n\x04\x63hat\x18\x02 \x01(\x0b\x32\x18.relay_ray.v1.ChatPromptH\x00\x12\x16\n\x0especial_tokens\x18\x03 \x01(\tB\x08\n\x06prompt\"1\n\x0ePreparedPrompt\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\"U\n\x0b\x45ntropyRule\x12\x11\n\tthreshold\x18\x01 \x01(\x01\x12\r\n\x05\x61\x62ove\x18\x02 \x01(\x08\x12$\n\x06\x63ommit\x18\x03 \x01(\x0e\x32\x14.relay_ray.v1.Commit\"\xed\x01\n\x08StopRule\x12\x16\n\x0emax_new_tokens\x18\x01 \x01(\x05\x12\x16\n\x0emin_new_tokens\x18\x02 \x01(\x05\x12\x14\n\x0cstop_strings\x18\x03 \x03(\t\x12+\n\rstring_commit\x18\x04 \x01(\x0e\x32\x14.relay_ray.v1.Commit\x12\x12\n\nword_start\x18\x05 \x01(\x08\x12\x16\n\x0estop_token_ids\x18\x06 \x03(\x05\x12*\n\x07\x65ntropy\x18\x07 \x01(\x0b\x32\x19.relay_ray.v1.EntropyRule\x12\x16\n\x0eretract_string\x18\x08 \x01(\t\";\n\x07Signals\x12\x0f\n\x07logprob\x18\x01 \x01(\x08\x12\x0f\n\x07\x65ntropy\x18\x02 \x01(\x08\x12\x0e\n\x06margin\x18\x03 \x01(\x08\"\xb7\x03\n\nSegmentJob\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rsegment_index\x18\x02 \x01(\x05\x12\x32\n\x10prefix_token_ids\x18\x03 \x01(\x0b\x32\x16.relay_ray.v1.TokenIdsH\x00\x12\x15\n\x0bprefix_text\x18\x04 \x01(\tH\x00\x12$\n\x04stop\x18\x05 \x01(\x0b\x32\x16.relay_ray.v1.StopRule\x12.\n\x08sampling\x18\x06 \x01(\x0b\x32\x1c.relay_ray.v1.SamplingParams\x12&\n\x07signals\x18\x07 \x01(\x0b\x32\x15.relay_ray.v1.Signals\x12\x1e\n\x16stream_interval_tokens\x18\x08 \x01(\x05\x12\x14\n\x0cprefill_only\x18\t \x01(\x08\x12\x1b\n\x13stream_block_tokens\x18\n \x01(\x05\x12\x18\n\x10resume_token_ids\x18\x0b \x03(\x05\x12\x11\n\ttimeout_s\x18\x0c \x01(\x01\x12+\n\nkv_session\x18\r \x01(\x0e\x32\x17.relay_ray.v1.KvSessionB\x08\n\x06prefix\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\x05\"@\n\x0cTokenSignals\x12\x0f\n\x07logprob\x18\x01 \x03(\x01\x12\x0f\n\x07\x65ntropy\x18\x02 \x03(\x01\x12\x0e\n\x06margin\x18\x03 \x03(\x01\"\xe1\x02\n\rSegmentResult\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x31\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x1a.relay_ray.v1.FinishReason\x12\x14\n\x0ctext_offsets\x18\x04 \x03(\x05\x12\x14\n\x0cmatched_stop\x18\x05 \x01(\t\x12\x1a\n\x12num_dropped_tokens\x18\x06 \x01(\x05\x12\x19\n\x11num_prompt_tokens\x18\x07 \x01(\x05\x12\x19\n\x11num_cached_tokens\x18\x08 \x01(\x05\x12+\n\x07signals\x18\t \x01(\x0b\x32\x1a.relay_ray.v1.TokenSignals\x12+\n\x06timing\x18\n \x01(\x0b\x32\x1b.relay_ray.v1.SegmentTiming\x12\x12\n\nreplica_id\x18\x0b \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x0c \x01(\t\"/\n\x0cSegmentDelta\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\"u\n\rSegmentUpdate\x12+\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x1a.relay_ray.v1.SegmentDeltaH\x00\x12-\n\x06result\x18\x02 \x01(\x0b\x32\x1b.relay_ray.v1.SegmentResultH\x00\x42\x08\n\x06update*4\n\x06\x43ommit\x12\x14\n\x10\x43OMMIT_INCLUSIVE\x10\x00\x12\x14\n\x10\x43OMMIT_EXCLUSIVE\x10\x01*I\n\tKvSession\x12\x13\n\x0fKV_SESSION_NONE\x10\x00\x12\x13\n\x0fKV_SESSION_KEEP\x10\x01\x12\x12\n\x0eKV_SESSION_END\x10\x02\x32\xe1\x01\n\x0eSegmentService\x12\x41\n\x08\x44\x65scribe\x12\x1d.relay_ray.v1.DescribeRequest\x1a\x16.relay_ray.v1.TierInfo\x12\x45\n\x07Prepare\x12\x1c.relay_ray.v1.PrepareRequest\x1a\x1c.relay_ray.v1.PreparedPrompt\x12\x45\n\nRunSegment\x12\x18.relay_ray.v1.SegmentJob\x1a\x1b.relay_ray.v1.SegmentUpdate0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1arelay_ray/v1/segment.proto\x12\x0crelay_ray.v1\x1a\x19relay_ray/v1/common.proto\x1a\x18relay_ray/v1/relay.proto\"\x11\n\x0f\x44\x65scribeRequest\"\xe3\x01\n\x08TierInfo\x12 \n\x04tier\x18\x01 \x01(\x0e\x32\x12.relay_ray.v1.Tier\x12\r\n\x05model\x18\x02 \x01(\t\x12\x1d\n\x15tokenizer_fingerprint\x18\x03 \x01(\t\x12\x12\n\nvocab_size\x18\x04 \x01(\x05\x12\x15\n\rmax_model_len\x18\x05 \x01(\x05\x12\x15\n\reos_token_ids\x18\x06 \x03(\x05\x12\x1d\n\x15think_close_token_ids\x18\x07 \x03(\x05\x12\x12\n\nreplica_id\x18\x08 \x01(\t\x12\x12\n\nblock_size\x18\t \x01(\x05\"\x99\x01\n\x0ePrepareRequest\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12(\n\x04\x63hat\x18\x02 \x01(\x0b\x32\x18.relay_ray.v1.ChatPromptH\x00\x12+\n\ttoken_ids\x18\x04 \x01(\x0b\x32\x16.relay_ray.v1.TokenIdsH\x00\x12\x16\n\x0especial_tokens\x18\x03 \x01(\tB\x08\n\x06prompt\"1\n\x0ePreparedPrompt\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\"U\n\x0b\x45ntropyRule\x12\x11\n\tthreshold\x18\x01 \x01(\x01\x12\r\n\x05\x61\x62ove\x18\x02 \x01(\x08\x12$\n\x06\x63ommit\x18\x03 \x01(\x0e\x32\x14.relay_ray.v1.Commit\"\xed\x01\n\x08StopRule\x12\x16\n\x0emax_new_tokens\x18\x01 \x01(\x05\x12\x16\n\x0emin_new_tokens\x18\x02 \x01(\x05\x12\x14\n\x0cstop_strings\x18\x03 \x03(\t\x12+\n\rstring_commit\x18\x04 \x01(\x0e\x32\x14.relay_ray.v1.Commit\x12\x12\n\nword_start\x18\x05 \x01(\x08\x12\x16\n\x0estop_token_ids\x18\x06 \x03(\x05\x12*\n\x07\x65ntropy\x18\x07 \x01(\x0b\x32\x19.relay_ray.v1.EntropyRule\x12\x16\n\x0eretract_string\x18\x08 \x01(\t\";\n\x07Signals\x12\x0f\n\x07logprob\x18\x01 \x01(\x08\x12\x0f\n\x07\x65ntropy\x18\x02 \x01(\x08\x12\x0e\n\x06margin\x18\x03 \x01(\x08\"\xb7\x03\n\nSegmentJob\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rsegment_index\x18\x02 \x01(\x05\x12\x32\n\x10prefix_token_ids\x18\x03 \x01(\x0b\x32\x16.relay_ray.v1.TokenIdsH\x00\x12\x15\n\x0bprefix_text\x18\x04 \x01(\tH\x00\x12$\n\x04stop\x18\x05 \x01(\x0b\x32\x16.relay_ray.v1.StopRule\x12.\n\x08sampling\x18\x06 \x01(\x0b\x32\x1c.relay_ray.v1.SamplingParams\x12&\n\x07signals\x18\x07 \x01(\x0b\x32\x15.relay_ray.v1.Signals\x12\x1e\n\x16stream_interval_tokens\x18\x08 \x01(\x05\x12\x14\n\x0cprefill_only\x18\t \x01(\x08\x12\x1b\n\x13stream_block_tokens\x18\n \x01(\x05\x12\x18\n\x10resume_token_ids\x18\x0b \x03(\x05\x12\x11\n\ttimeout_s\x18\x0c \x01(\x01\x12+\n\nkv_session\x18\r \x01(\x0e\x32\x17.relay_ray.v1.KvSessionB\x08\n\x06prefix\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\x05\"@\n\x0cTokenSignals\x12\x0f\n\x07logprob\x18\x01 \x03(\x01\x12\x0f\n\x07\x65ntropy\x18\x02 \x03(\x01\x12\x0e\n\x06margin\x18\x03 \x03(\x01\"\xe1\x02\n\rSegmentResult\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x31\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x1a.relay_ray.v1.FinishReason\x12\x14\n\x0ctext_offsets\x18\x04 \x03(\x05\x12\x14\n\x0cmatched_stop\x18\x05 \x01(\t\x12\x1a\n\x12num_dropped_tokens\x18\x06 \x01(\x05\x12\x19\n\x11num_prompt_tokens\x18\x07 \x01(\x05\x12\x19\n\x11num_cached_tokens\x18\x08 \x01(\x05\x12+\n\x07signals\x18\t \x01(\x0b\x32\x1a.relay_ray.v1.TokenSignals\x12+\n\x06timing\x18\n \x01(\x0b\x32\x1b.relay_ray.v1.SegmentTiming\x12\x12\n\nreplica_id\x18\x0b \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x0c \x01(\t\"/\n\x0cSegmentDelta\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\"u\n\rSegmentUpdate\x12+\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x1a.relay_ray.v1.SegmentDeltaH\x00\x12-\n\x06result\x18\x02 \x01(\x0b\x32\x1b.relay_ray.v1.SegmentResultH\x00\x42\x08\n\x06update*4\n\x06\x43ommit\x12\x14\n\x10\x43OMMIT_INCLUSIVE\x10\x00\x12\x14\n\x10\x43OMMIT_EXCLUSIVE\x10\x01*I\n\tKvSession\x12\x13\n\x0fKV_SESSION_NONE\x10\x00\x12\x13\n\x0fKV_SESSION_KEEP\x10\x01\x12\x12\n\x0eKV_SESSION_END\x10\x02\x32\xe1\x01\n\x0eSegmentService\x12\x41\n\x08\x44\x65scribe\x12\x1d.relay_ray.v1.DescribeRequest\x1a\x16.relay_ray.v1.TierInfo\x12\x45\n\x07Prepare\x12\x1c.relay_ray.v1.PrepareRequest\x1a\x1c.relay_ray.v1.PreparedPrompt\x12\x45\n\nRunSegment\x12\x18.relay_ray.v1.SegmentJob\x1a\x1b.relay_ray.v1.SegmentUpdate0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'relay_ray.v1.segment_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COMMIT']._serialized_start=1952
-  _globals['_COMMIT']._serialized_end=2004
-  _globals['_KVSESSION']._serialized_start=2006
-  _globals['_KVSESSION']._serialized_end=2079
+  _globals['_COMMIT']._serialized_start=1998
+  _globals['_COMMIT']._serialized_end=2050
+  _globals['_KVSESSION']._serialized_start=2052
+  _globals['_KVSESSION']._serialized_end=2125
   _globals['_DESCRIBEREQUEST']._serialized_start=97
   _globals['_DESCRIBEREQUEST']._serialized_end=114
   _globals['_TIERINFO']._serialized_start=117
   _globals['_TIERINFO']._serialized_end=344
-  _globals['_PREPAREREQUEST']._serialized_start=346
-  _globals['_PREPAREREQUEST']._serialized_end=454
-  _globals['_PREPAREDPROMPT']._serialized_start=456
-  _globals['_PREPAREDPROMPT']._serialized_end=505
-  _globals['_ENTROPYRULE']._serialized_start=507
-  _globals['_ENTROPYRULE']._serialized_end=592
-  _globals['_STOPRULE']._serialized_start=595
-  _globals['_STOPRULE']._serialized_end=832
-  _globals['_SIGNALS']._serialized_start=834
-  _globals['_SIGNALS']._serialized_end=893
-  _globals['_SEGMENTJOB']._serialized_start=896
-  _globals['_SEGMENTJOB']._serialized_end=1335
-  _globals['_TOKENIDS']._serialized_start=1337
-  _globals['_TOKENIDS']._serialized_end=1360
-  _globals['_TOKENSIGNALS']._serialized_start=1362
-  _globals['_TOKENSIGNALS']._serialized_end=1426
-  _globals['_SEGMENTRESULT']._serialized_start=1429
-  _globals['_SEGMENTRESULT']._serialized_end=1782
-  _globals['_SEGMENTDELTA']._serialized_start=1784
-  _globals['_SEGMENTDELTA']._serialized_end=1831
-  _globals['_SEGMENTUPDATE']._serialized_start=1833
-  _globals['_SEGMENTUPDATE']._serialized_end=1950
-  _globals['_SEGMENTSERVICE']._serialized_start=2082
-  _globals['_SEGMENTSERVICE']._serialized_end=2307
+  _globals['_PREPAREREQUEST']._serialized_start=347
+  _globals['_PREPAREREQUEST']._serialized_end=500
+  _globals['_PREPAREDPROMPT']._serialized_start=502
+  _globals['_PREPAREDPROMPT']._serialized_end=551
+  _globals['_ENTROPYRULE']._serialized_start=553
+  _globals['_ENTROPYRULE']._serialized_end=638
+  _globals['_STOPRULE']._serialized_start=641
+  _globals['_STOPRULE']._serialized_end=878
+  _globals['_SIGNALS']._serialized_start=880
+  _globals['_SIGNALS']._serialized_end=939
+  _globals['_SEGMENTJOB']._serialized_start=942
+  _globals['_SEGMENTJOB']._serialized_end=1381
+  _globals['_TOKENIDS']._serialized_start=1383
+  _globals['_TOKENIDS']._serialized_end=1406
+  _globals['_TOKENSIGNALS']._serialized_start=1408
+  _globals['_TOKENSIGNALS']._serialized_end=1472
+  _globals['_SEGMENTRESULT']._serialized_start=1475
+  _globals['_SEGMENTRESULT']._serialized_end=1828
+  _globals['_SEGMENTDELTA']._serialized_start=1830
+  _globals['_SEGMENTDELTA']._serialized_end=1877
+  _globals['_SEGMENTUPDATE']._serialized_start=1879
+  _globals['_SEGMENTUPDATE']._serialized_end=1996
+  _globals['_SEGMENTSERVICE']._serialized_start=2128
+  _globals['_SEGMENTSERVICE']._serialized_end=2353
 # @@protoc_insertion_point(module_scope)

@@ -52,14 +52,16 @@ class TierInfo(_message.Message):
     def __init__(self, tier: _Optional[_Union[_common_pb2.Tier, str]] = ..., model: _Optional[str] = ..., tokenizer_fingerprint: _Optional[str] = ..., vocab_size: _Optional[int] = ..., max_model_len: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., think_close_token_ids: _Optional[_Iterable[int]] = ..., replica_id: _Optional[str] = ..., block_size: _Optional[int] = ...) -> None: ...
 
 class PrepareRequest(_message.Message):
-    __slots__ = ("text", "chat", "special_tokens")
+    __slots__ = ("text", "chat", "token_ids", "special_tokens")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     CHAT_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     SPECIAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
     text: str
     chat: _relay_pb2.ChatPrompt
+    token_ids: TokenIds
     special_tokens: str
-    def __init__(self, text: _Optional[str] = ..., chat: _Optional[_Union[_relay_pb2.ChatPrompt, _Mapping]] = ..., special_tokens: _Optional[str] = ...) -> None: ...
+    def __init__(self, text: _Optional[str] = ..., chat: _Optional[_Union[_relay_pb2.ChatPrompt, _Mapping]] = ..., token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., special_tokens: _Optional[str] = ...) -> None: ...
 
 class PreparedPrompt(_message.Message):
     __slots__ = ("token_ids", "text")

@@ -51,7 +51,7 @@ class RelayServer:
     address: str
     trace_file: Path
     metrics_url: str
-
+    http_url: str  # Serve's HTTP proxy: application ``x`` serves the OpenAI API under {http_url}/x/v1
     tokens_file: Path | None = None
 
     def client(self, app: str, token: str | None = None):
@@ -79,14 +79,16 @@ def relay_server(tmp_path_factory):
     from ray.serve.api import RunTarget
 
     from relay_ray.config import RelayConfig
+    from relay_ray.controller.limits import InputLimits
     from relay_ray.serve.builder import SERVICER_FUNCTIONS, build_app
-    from relay_ray.serve.local import mark_session, reap_session
+    from relay_ray.serve.local import mark_session, proxy_message_env, reap_session
 
+    os.environ.update(proxy_message_env(InputLimits()))  # every app keeps the default prompt limit
     mark_session()
-    grpc_port, metrics_port = free_port(), free_port()
+    grpc_port, metrics_port, http_port = free_port(), free_port(), free_port()
     ray.init(include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port)
     serve.start(
-        http_options={"host": "127.0.0.1", "port": free_port()},
+        http_options={"host": "127.0.0.1", "port": http_port},
         grpc_options={"port": grpc_port, "grpc_servicer_functions": list(SERVICER_FUNCTIONS),
                       "enable_reflection": True},
     )
@@ -105,10 +107,47 @@ def relay_server(tmp_path_factory):
                               external_scaler_enabled=True),  # test_drain resizes it
                     RunTarget(build_app(edge), name="edge", route_prefix="/edge")])
     print(f"\nrelay applications ready in {time.perf_counter() - started:.0f} s")
-    yield RelayServer(f"127.0.0.1:{grpc_port}", trace_file, f"http://127.0.0.1:{metrics_port}/metrics", tokens_file)
+    yield RelayServer(f"127.0.0.1:{grpc_port}", trace_file, f"http://127.0.0.1:{metrics_port}/metrics",
+                      f"http://127.0.0.1:{http_port}", tokens_file)
     serve.shutdown()
     ray.shutdown()
     reap_session()
+
+
+def _need_trained_models() -> Path:
+    demo_models = ROOT / "demo-models"
+    if not (demo_models / "arith-large" / "config.json").exists():
+        pytest.fail("demo-models/ is missing the trained models (they are committed; see docs/quality.md)")
+    return demo_models
+
+
+# Module scope: the tier servers stop when the module ends (kept for the session, their memory
+# starved the multi-node test's own cluster).
+@pytest.fixture(scope="module")
+def arith_servers() -> dict[str, str]:
+    """The trained models as standalone gRPC tier servers, started side by side: addresses of
+    ``large`` (core 0), ``caller`` and ``small`` (core 1)."""
+    from tests.integration.tier_servers import launch_tier, stop_tier, wait_listening
+
+    demo_models = _need_trained_models()
+    procs = {}
+    try:
+        for name, tier, bind in (("large", "large", "0"), ("caller", "small", "1"), ("small", "small", "1")):
+            procs[name] = launch_tier(demo_models / f"arith-{name}", tier, bind)
+        yield {name: wait_listening(proc, f"arith-{name}") for name, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            stop_tier(proc)
+
+
+@pytest.fixture(scope="module")
+def arith_caller_tiers():
+    """RelayLLM's tiers, started side by side: the trained large model and the caller, by tier."""
+    from tests.integration.tier_servers import tier_pair
+
+    demo_models = _need_trained_models()
+    with tier_pair(demo_models / "arith-large", demo_models / "arith-caller") as addresses:
+        yield addresses
 
 
 @pytest.fixture(scope="session")
@@ -121,3 +160,23 @@ def pair_client(relay_server):
 def same_client(relay_server):
     with relay_server.client("same") as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def down_app(relay_server) -> str:
+    """An engine-free application: a controller whose tiers are gRPC endpoints nobody listens
+    on (a tier outage; 503 on the OpenAI API). Deployed on first use; returns its route prefix."""
+    from ray import serve
+
+    from relay_ray.config import ControllerConfig
+    from relay_ray.serve.builder import CONTROLLER_DEPLOYMENT_NAME
+    from relay_ray.serve.deployments import RelayIngress
+
+    nobody = f"127.0.0.1:{free_port()}"
+    controller = ControllerConfig(transport="grpc", large_endpoints=(nobody,), small_endpoints=(nobody,))
+    ingress = serve.deployment(RelayIngress).options(name=CONTROLLER_DEPLOYMENT_NAME, ray_actor_options={"num_cpus": 0})
+    serve.run(ingress.bind(None, None, controller.model_dump(mode="json"), {"large": 0, "small": 0},
+                              "down-app-secret-of-16-bytes-or-more"),
+              name="down", route_prefix="/down")
+    yield "/down"
+    serve.delete("down")

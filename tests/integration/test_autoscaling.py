@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def timeline(tmp_path_factory):
     out = tmp_path_factory.mktemp("autoscale") / "autoscale.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "loadtest" / "autoscale_scenario.py"), "--phase-s", "75",
+        [sys.executable, str(ROOT / "loadtest" / "autoscale_scenario.py"), "--phase-s", "75", "--until-scaled",
          "--idle-timeout-s", "120", "--users", "6", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )

@@ -13,7 +13,7 @@ from relay_ray.transport.grpc_client import GrpcTierClient
 from relay_ray.errors import TierUnavailableError
 from relay_ray.types import PromptInput, RelayRequest, Tier
 from tests.integration.conftest import MODELS
-from tests.integration.tier_servers import start_tier, stop_tier
+from tests.integration.tier_servers import launch_tier, stop_tier, tier_pair, wait_listening
 
 pytestmark = pytest.mark.integration
 PROMPT = "So we add 12 and 30, so the sum is 42. Therefore"
@@ -21,16 +21,13 @@ PROMPT = "So we add 12 and 30, so the sum is 42. Therefore"
 
 @pytest.fixture(scope="module")
 def tier_servers():
-    procs = []
+    """Large and small tier servers, and a small one with its own tokenizer, started side by side."""
+    alt = launch_tier(MODELS / "demo-small-alt", "small", "1")
     try:
-        large, large_addr = start_tier(MODELS / "demo-large", "large", "0")
-        procs.append(large)
-        small, small_addr = start_tier(MODELS / "demo-small", "small", "1")
-        procs.append(small)
-        yield large_addr, small_addr
+        with tier_pair(MODELS / "demo-large", MODELS / "demo-small") as addresses:
+            yield addresses[Tier.LARGE], addresses[Tier.SMALL], wait_listening(alt, "demo-small-alt")
     finally:
-        for proc in procs:
-            stop_tier(proc)
+        stop_tier(alt)
 
 
 def _relay(tiers: dict, policy: str, params: dict) -> RelayResult:
@@ -45,7 +42,7 @@ def _relay(tiers: dict, policy: str, params: dict) -> RelayResult:
 @pytest.mark.parametrize("policy,params", [("fixed-ratio", {"large_tokens": 6, "small_tokens": 4}),
                                            ("rstitch", {"tau": 0.34})])
 def test_grpc_transport_matches_the_serve_transport(tier_servers, pair_client, policy, params):
-    large_addr, small_addr = tier_servers
+    large_addr, small_addr, _ = tier_servers
     # A dead endpoint first in the list: jobs must fail over to the live one.
     tiers = {Tier.LARGE: GrpcTierClient([large_addr]), Tier.SMALL: GrpcTierClient([small_addr, "127.0.0.1:1"])}
     over_grpc = _relay(tiers, policy, params)
@@ -58,13 +55,9 @@ def test_grpc_transport_matches_the_serve_transport(tier_servers, pair_client, p
 
 def test_text_handoff_between_different_tokenizers(tier_servers):
     """A small tier with its own tokenizer: the prefix crosses as text and is re-tokenized."""
-    large_addr, _ = tier_servers
-    alt, alt_addr = start_tier(MODELS / "demo-small-alt", "small", "1")
-    try:
-        tiers = {Tier.LARGE: GrpcTierClient([large_addr]), Tier.SMALL: GrpcTierClient([alt_addr])}
-        result = _relay(tiers, "fixed-ratio", {"large_tokens": 6, "small_tokens": 4})
-    finally:
-        stop_tier(alt)
+    large_addr, _, alt_addr = tier_servers
+    tiers = {Tier.LARGE: GrpcTierClient([large_addr]), Tier.SMALL: GrpcTierClient([alt_addr])}
+    result = _relay(tiers, "fixed-ratio", {"large_tokens": 6, "small_tokens": 4})
     assert result.stats.handoff_mode.value == "text" and result.token_ids == ()
     shape = [(s.tier, s.num_tokens) for s in result.segments[:4]]
     assert shape == [(Tier.LARGE, 6), (Tier.SMALL, 4), (Tier.LARGE, 6), (Tier.SMALL, 4)]
@@ -74,7 +67,7 @@ def test_text_handoff_between_different_tokenizers(tier_servers):
 
 
 def test_unreachable_tier_is_reported(tier_servers):
-    large_addr, _ = tier_servers
+    large_addr, _, _ = tier_servers
     tiers = {Tier.LARGE: GrpcTierClient([large_addr]), Tier.SMALL: GrpcTierClient(["127.0.0.1:1"], timeout_s=5)}
     with pytest.raises(TierUnavailableError):
         _relay(tiers, "small-only", {})

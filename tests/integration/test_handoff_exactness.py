@@ -1,20 +1,35 @@
-"""Handoff exactness: with both tiers serving the same model, greedy, every policy's
-output is token-identical to that model generating alone."""
+"""Handoff exactness: a relay loses nothing at a handoff, token for token (greedy).
+
+- Both tiers serve the *same* model (the ``same`` app): every policy that keeps all the
+  tokens it generates writes exactly what that model writes alone (large-only).
+- RelayLLM removes its ``<call>n</call>`` commands, so "the model alone" is not its
+  reference: the trained caller (``demo-models/arith-caller``, small tier) relays to the
+  trained large model (large tier; standalone gRPC tier servers) and the output must equal
+  the same rules run over one torch greedy loop of the same two models
+  (:func:`relay_ray.models.relay_sim.relayllm_relay`), with real switches.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 from relay_ray.client import build_request
+from relay_ray.types import CALL_OPEN, Tier
 from relay_ray.v1 import common_pb2
 
 pytestmark = pytest.mark.integration
 NUM_PROMPTS, NEW_TOKENS = 20, 64
+CONCURRENT_REQUESTS = 4
 PROMPTS = [f"So we add {i} and {7 * i + 3}, so the sum is {8 * i + 3}. Now compute the product"
            for i in range(NUM_PROMPTS)]
+DEMO_MODELS = Path(__file__).resolve().parents[2] / "demo-models"
+CALLER_PROBLEMS, CALLER_NEW_TOKENS, MAX_CALLS = 6, 400, 32
 
 
 @pytest.fixture(scope="module")
@@ -40,24 +55,36 @@ def _policies(baselines):
         "fixed-ratio": {"large_tokens": 8, "small_tokens": 5},
         "relaygen": {"cues": common[0::2], "sentence_ends": common[1::2], "min_tokens_after_return": 1},
         "rstitch": {"tau": 0.33},
-        "relayllm": {},
-        "small-only": {},
     }
 
 
-@pytest.mark.parametrize("policy", ["fixed-ratio", "relaygen", "rstitch", "relayllm", "small-only"])
-def test_every_policy_reproduces_the_model_alone(same_client, baselines, policy):
-    params = _policies(baselines)[policy]
-    switches = []
-    for prompt, base in zip(PROMPTS, baselines):
-        response = same_client.generate(build_request(prompt, policy, params, max_new_tokens=NEW_TOKENS))
+def _generate_all(client, baselines, policy: str, params: dict) -> list:
+    """Every prompt under ``policy``, four at a time (the engines batch them, as in service);
+    each answer must equal the model alone, token for token."""
+    def one(prompt: str):
+        return client.generate(build_request(prompt, policy, params, max_new_tokens=NEW_TOKENS))
+
+    with ThreadPoolExecutor(CONCURRENT_REQUESTS) as pool:
+        responses = list(pool.map(one, PROMPTS))
+    for prompt, base, response in zip(PROMPTS, baselines, responses):
         assert list(response.token_ids) == list(base.token_ids), f"{policy} diverged on {prompt!r}"
         assert response.text == base.text
         assert len(response.token_ids) == NEW_TOKENS or response.stats.finish_reason == common_pb2.FINISH_REASON_EOS
-        switches.append(response.stats.num_switches)
+    return responses
+
+
+@pytest.mark.parametrize("policy", ["fixed-ratio", "relaygen", "rstitch"])
+def test_every_switching_policy_reproduces_the_model_alone(same_client, baselines, policy):
+    responses = _generate_all(same_client, baselines, policy, _policies(baselines)[policy])
+    switches = [r.stats.num_switches for r in responses]
     print(f"{policy}: switches per request {statistics.mean(switches):.1f} (max {max(switches)})")
-    if policy in ("fixed-ratio", "relaygen", "rstitch"):
-        assert statistics.mean(switches) >= 2, f"{policy} switched too rarely to test handoffs: {switches}"
+    assert statistics.mean(switches) >= 2, f"{policy} switched too rarely to test handoffs: {switches}"
+
+
+def test_the_small_tier_alone_writes_what_the_large_tier_writes(same_client, baselines):
+    """No handoff here: the small deployment (two replicas) serves the same model as the large one."""
+    responses = _generate_all(same_client, baselines, "small-only", {})
+    assert all(r.stats.num_switches == 0 and r.stats.large_tokens == 0 for r in responses)
 
 
 def test_segments_of_a_request_stay_on_one_replica(same_client):
@@ -69,3 +96,53 @@ def test_segments_of_a_request_stay_on_one_replica(same_client):
         assert len(small) == 1, f"request {i} used small replicas {small}"
         replicas_seen |= small
     assert len(replicas_seen) == 2, "requests should spread over both small replicas"
+
+
+def _relayllm_served(addresses: dict, prompts: list[str]) -> list:
+    """(prompt ids as the large tier prepared them, RelayResult) per prompt, one by one."""
+    from relay_ray.controller import RelayController, RelayResult
+    from relay_ray.transport.grpc_client import GrpcTierClient
+    from relay_ray.types import ChatMessage, PromptInput, RelayRequest
+
+    async def go() -> list:
+        tiers = {tier: GrpcTierClient([addr]) for tier, addr in addresses.items()}
+        controller = RelayController(tiers)
+        out = []
+        for prompt in prompts:
+            prompt_input = PromptInput(messages=(ChatMessage("user", prompt),))
+            prepared = await tiers[Tier.LARGE].prepare(prompt_input)
+            request = RelayRequest(prompt_input, "relayllm", {"max_calls": MAX_CALLS},
+                                   max_new_tokens=CALLER_NEW_TOKENS)
+            async for event in controller.generate(request):
+                if isinstance(event, RelayResult):
+                    out.append((prepared.token_ids, event))
+        return out
+    return asyncio.run(go())
+
+
+def test_relayllm_switches_and_equals_its_rules_over_one_torch_greedy_loop(arith_caller_tiers):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from relay_ray.models.relay_sim import relayllm_relay
+    from relay_ray.models.sequences import encode_prompt
+    from relay_ray.tasks.splits import eval_splits
+
+    problems = eval_splits()["test"][:CALLER_PROBLEMS]
+    served = _relayllm_served(arith_caller_tiers, [p.prompt for p in problems])
+    tokenizer = AutoTokenizer.from_pretrained(str(DEMO_MODELS / "arith-caller"))
+    caller, large = (AutoModelForCausalLM.from_pretrained(str(DEMO_MODELS / name), dtype=torch.float32)
+                     for name in ("arith-caller", "arith-large"))
+    num_calls = []
+    for problem, (prompt_ids, result) in zip(problems, served):
+        assert list(prompt_ids) == encode_prompt(tokenizer, problem.prompt)
+        expected = relayllm_relay(caller, large, tokenizer, list(prompt_ids), CALLER_NEW_TOKENS, MAX_CALLS)
+        assert list(result.token_ids) == list(expected.token_ids), f"diverged on {problem.prompt!r}"
+        assert result.text == tokenizer.decode(expected.token_ids, skip_special_tokens=True)
+        assert result.stats.tokens_by_tier[Tier.LARGE] == expected.num_large_tokens
+        assert result.stats.tokens_by_tier[Tier.SMALL] == expected.num_small_tokens
+        assert CALL_OPEN not in result.text
+        num_calls.append(expected.num_calls)
+    switches = [r.stats.num_switches for _, r in served]
+    print(f"relayllm: commands per request {num_calls}, switches {switches}")
+    assert statistics.mean(switches) >= 2, f"the caller handed too little to the large tier: {switches}"

@@ -53,6 +53,26 @@ def test_calls_without_a_valid_token_are_unauthenticated(relay_server):
             assert client.generate(MSG).stats.small_tokens > 0
 
 
+def test_a_message_over_the_proxy_limit_is_refused_by_grpc_before_the_controller(relay_server):
+    from relay_ray.controller.limits import InputLimits
+    from relay_ray.serve.local import proxy_message_env
+
+    (limit,) = (int(v) for v in proxy_message_env(InputLimits()).values())
+    oversized = build_request("x" * (limit + 1), "small-only", max_new_tokens=4)
+    with grpc.insecure_channel(relay_server.address) as channel:
+        stub = rpb_grpc.RelayServiceStub(channel)
+        metadata = (("application", APP), ("authorization", f"Bearer {EDGE_TOKEN}"))
+        started = time.perf_counter()
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Generate(oversized, metadata=metadata, timeout=30)
+        elapsed = time.perf_counter() - started
+        # gRPC's own check names the sizes; the controller's would say "bytes exceed the limit"
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused.value.details()
+        assert "larger than max" in refused.value.details(), refused.value.details()
+        assert elapsed < 5.0
+        assert stub.Generate(MSG, metadata=metadata, timeout=60).stats.small_tokens > 0  # and it serves on
+
+
 def test_a_token_added_to_the_file_is_accepted_and_removed_again(relay_server):
     path = relay_server.tokens_file
     original = path.read_text()

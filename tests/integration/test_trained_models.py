@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from pathlib import Path
 
 import pytest
 
@@ -18,10 +17,8 @@ from relay_ray.transport.grpc_client import GrpcTierClient
 from relay_ray.quality.extract import extract, parse_format
 from relay_ray.tasks.splits import eval_splits
 from relay_ray.types import ChatMessage, PromptInput, RelayRequest, Tier
-from tests.integration.tier_servers import start_tier, stop_tier
 
 pytestmark = pytest.mark.integration
-MODELS = Path(__file__).resolve().parents[2] / "demo-models"
 NUM_PROBLEMS = 6
 
 
@@ -41,43 +38,28 @@ def _relay(addresses: dict[Tier, str], prompts: list[str], policy: str,
     return asyncio.run(go())
 
 
-@pytest.fixture(scope="module")
-def trained_tiers():
-    if not (MODELS / "arith-large" / "config.json").exists():
-        pytest.fail("demo-models/ is missing the trained models (they are committed; see docs/quality.md)")
-    procs = []
-    try:
-        large, large_addr = start_tier(MODELS / "arith-large", "large", "0")
-        procs.append(large)
-        caller, caller_addr = start_tier(MODELS / "arith-caller", "small", "1")
-        procs.append(caller)
-        yield {Tier.LARGE: large_addr, Tier.SMALL: caller_addr}
-    finally:
-        for proc in procs:
-            stop_tier(proc)
+def _caller_tiers(servers: dict[str, str]) -> dict[Tier, str]:
+    return {Tier.LARGE: servers["large"], Tier.SMALL: servers["caller"]}
 
 
-def test_large_model_solves_test_problems(trained_tiers):
+def test_large_model_solves_test_problems(arith_servers):
     fmt = parse_format("answer-line")
     problems = eval_splits()["test"][:NUM_PROBLEMS]
-    results = _relay(trained_tiers, [p.prompt for p in problems], "large-only")
+    results = _relay(_caller_tiers(arith_servers), [p.prompt for p in problems], "large-only")
     answers = [extract(r.text, fmt) for r in results]
     right = sum(a == str(p.answer) for a, p in zip(answers, problems))
     assert right >= NUM_PROBLEMS - 1, f"large-only answered {answers}, expected {[p.answer for p in problems]}"
 
 
-def test_caller_hands_spans_to_the_large_model(trained_tiers):
+def test_caller_hands_spans_to_the_large_model(arith_servers):
     problem = eval_splits()["test"][0]
-    (result,) = _relay(trained_tiers, [problem.prompt], "relayllm", {"max_calls": 32})
+    (result,) = _relay(_caller_tiers(arith_servers), [problem.prompt], "relayllm", {"max_calls": 32})
     assert result.stats.tokens_by_tier[Tier.LARGE] > 0, "the caller never called"
     assert "<call>" not in result.text and "Answer:" in result.text
     assert result.stats.large_token_share < 0.5
 
 
-def test_small_model_loads_and_answers():
-    proc, addr = start_tier(MODELS / "arith-small", "small", "1")
-    try:
-        (result,) = _relay({Tier.LARGE: addr, Tier.SMALL: addr}, [eval_splits()["test"][1].prompt], "small-only")
-    finally:
-        stop_tier(proc)
+def test_small_model_loads_and_answers(arith_servers):
+    addr = arith_servers["small"]
+    (result,) = _relay({Tier.LARGE: addr, Tier.SMALL: addr}, [eval_splits()["test"][1].prompt], "small-only")
     assert "</think>" in result.text and re.search(r"Answer: \d+", result.text)

@@ -11,7 +11,7 @@ import pytest
 from relay_ray.controller import ControllerLimits, RelayController, RelayResult, SegmentFinished, TextDelta
 from relay_ray.controller.attempts import RetryPolicy
 from relay_ray.controller.limits import InputLimits
-from relay_ray.errors import FailureCause, RelayDeadlineError, TierUnavailableError
+from relay_ray.errors import FailureCause, RelayDeadlineError, RelayInputError, TierUnavailableError
 from relay_ray.types import FinishReason, PromptInput, RelayRequest, SegmentDelta, SegmentJob, Tier
 from tests.unit.fakes import EOS, ScriptedTier
 
@@ -264,3 +264,25 @@ def test_concurrent_requests_share_the_warm_timing_and_stay_exact():
     warm_jobs = [j for j in large.jobs if j.prefill_only]
     assert warm_jobs and all(len(j.prefix_token_ids) % 4 == 0 for j in warm_jobs)
     assert {j.request_id for j in warm_jobs} <= {f"c{i}" for i in range(6)}
+
+
+class CountingPrepare(ScriptedTier):
+    prepared = 0
+
+    async def prepare(self, prompt):
+        self.prepared += 1
+        return await super().prepare(prompt)
+
+
+def test_a_prompt_that_cannot_fit_is_refused_before_tokenizing():
+    large = CountingPrepare(Tier.LARGE, VOCAB, DOC, ENTROPY, max_model_len=64)
+    small = CountingPrepare(Tier.SMALL, VOCAB, DOC, ENTROPY, max_model_len=32)
+    ctl = controller(large, small, input=InputLimits(max_prompt_bytes_per_token=4))
+    with pytest.raises(RelayInputError, match="cannot fit the model context of 32 tokens"):
+        run(ctl, "large-only", prompt="Q: " + "a" * 200)
+    assert large.prepared == small.prepared == 0
+    with pytest.raises(RelayInputError, match="99 prompt tokens"):  # 101 bytes < 32 * 4: tokenized, then refused
+        run(ctl, "large-only", prompt="Q: " + "a" * 98)
+    assert large.prepared == 1
+    result, _ = run(ctl, "large-only", prompt="Q: " + "a" * 4, max_new_tokens=4)
+    assert large.prepared == 2 and result.stats.num_tokens == 4

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
+
+import pytest
 
 from relay_ray.controller import RelayController, RelayResult
+from relay_ray.controller.observer import RelayObserver
 from relay_ray.controller.prefill_ahead import PrefillAheadPlanner
 from relay_ray.controller.validate import ControllerLimits
 from relay_ray.engines.segment_run import delta_due
-from relay_ray.types import PromptInput, RelayRequest, SegmentJob, StopRule, Tier
+from relay_ray.types import (
+    PromptInput, RelayRequest, SegmentDelta, SegmentJob, SegmentResult, SegmentTiming, StopRule, Tier,
+)
 from tests.unit.fakes import ScriptedTier
 
 VOCAB = ["</s>", "Q: ", "a", " b", " c", " d"]
@@ -25,14 +31,18 @@ def _relay(block_size: int, prefill_ahead: bool = True, large_tokens: int = 8, s
                            {"large_tokens": large_tokens, "small_tokens": small_tokens},
                            max_new_tokens=max_new_tokens)
 
+    return drive(controller, request), large, small
+
+
+def drive(controller: RelayController, request: RelayRequest) -> RelayResult:
+    """Run ``request`` to its result, then let the warm-up jobs it started land."""
     async def go() -> RelayResult:
-        result = None
         async for event in controller.generate(request):
             result = event
-        await asyncio.gather(*controller._background)  # let warm jobs land before inspecting
+        await asyncio.gather(*controller._background)
         return result
 
-    return asyncio.run(go()), large, small
+    return asyncio.run(go())
 
 
 def test_deltas_are_due_on_intervals_and_block_boundaries():
@@ -77,10 +87,40 @@ def test_idle_large_tier_is_prefilled_with_whole_blocks_of_the_small_tiers_token
     _, _, small = _relay(block_size=16, large_tokens=24, small_tokens=8,
                          tiers=frozenset({Tier.LARGE, Tier.SMALL}))
     assert any(j.prefill_only for j in small.jobs)
-    # Deltas come exactly when a block of the idle tier completes: no warm job is late.
-    for job in large.jobs:
-        if job.prefill_only:
-            assert len(job.prefix_token_ids) % 16 == 0
+
+
+class DeltaLog(ScriptedTier):
+    """A scripted tier that records the prefix length reached at each delta it streams."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.delta_ends: list[int] = []
+
+    async def stream_segment(self, job):
+        reached = len(job.prefix_token_ids)
+        async for item in super().stream_segment(job):
+            if isinstance(item, SegmentDelta):
+                reached += len(item.token_ids)
+                self.delta_ends.append(reached)
+            yield item
+
+
+def test_each_block_the_small_tier_completes_is_warmed_on_the_large_tier_at_once():
+    large = ScriptedTier(Tier.LARGE, VOCAB, DOC, block_size=16)
+    small = DeltaLog(Tier.SMALL, VOCAB, DOC, block_size=16)
+    # A clock that never moves: every warm-up counts as hidden, so timing decides nothing.
+    controller = RelayController({Tier.LARGE: large, Tier.SMALL: small}, ControllerLimits(prefill_ahead=True),
+                                 clock=lambda: 0.0)
+    request = RelayRequest(PromptInput(text="Q: "), "fixed-ratio", {"large_tokens": 8, "small_tokens": 24},
+                           max_new_tokens=128)
+
+    drive(controller, request)
+    # Small segments cover prefix lengths 9..33, 41..65, 73..97 and 105..129 (one prompt
+    # token); the large tier computed up to 32, 64 and 96 itself before the next three. So the
+    # blocks to warm end at 16, 32 | 48, 64 | 80, 96 | 112, 128: the small tier streams a delta
+    # exactly there (not a token later) and each becomes one warm job of that length.
+    assert small.delta_ends == [16, 32, 48, 64, 80, 96, 112, 128]
+    assert [len(j.prefix_token_ids) for j in large.jobs if j.prefill_only] == small.delta_ends
 
 
 def test_no_prefill_ahead_when_turned_off_or_block_size_unknown():
@@ -91,11 +131,65 @@ def test_no_prefill_ahead_when_turned_off_or_block_size_unknown():
         assert all(j.stream_interval_tokens == 0 for j in large.jobs + small.jobs)
 
 
-def test_record_splits_handoff_into_controller_and_transport_time():
-    result, _, _ = _relay(block_size=16)
+class FakeClock:
+    def __init__(self) -> None:
+        self.now_s = 100.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+    def spend(self, ms: float) -> None:
+        self.now_s += ms / 1000.0
+
+
+class TimedTier(ScriptedTier):
+    """A scripted tier whose calls take known time on ``clock``: ``wire_ms`` on the way in and
+    again on the way out, ``engine_ms_per_token`` inside (reported as the segment's timing)."""
+
+    def __init__(self, tier: Tier, clock: FakeClock, wire_ms: float, engine_ms_per_token: float) -> None:
+        super().__init__(tier, VOCAB, DOC)
+        self.clock, self.wire_ms, self.engine_ms_per_token = clock, wire_ms, engine_ms_per_token
+
+    async def stream_segment(self, job):
+        self.clock.spend(self.wire_ms)
+        async for item in super().stream_segment(job):
+            if isinstance(item, SegmentResult):
+                engine_ms = self.engine_ms_per_token * len(item.token_ids)
+                self.clock.spend(engine_ms + self.wire_ms)
+                item = replace(item, timing=SegmentTiming(decode_ms=engine_ms, total_ms=engine_ms))
+            yield item
+
+
+class SlowObserver(RelayObserver):
+    """The controller's own work before each tier call: ``ms`` on the clock."""
+
+    def __init__(self, clock: FakeClock, ms: float) -> None:
+        self.clock, self.ms = clock, ms
+
+    def segment(self, job, tier, policy):
+        self.clock.spend(self.ms)
+        return super().segment(job, tier, policy)
+
+
+def test_handoff_time_is_the_time_spent_outside_the_engines():
+    clock = FakeClock()
+    wire_ms = {Tier.LARGE: 3.0, Tier.SMALL: 1.5}
+    engine_ms = {Tier.LARGE: 4.0, Tier.SMALL: 0.5}
+    tiers = {t: TimedTier(t, clock, wire_ms[t], engine_ms[t]) for t in Tier}
+    controller = RelayController(tiers, clock=clock, observer=SlowObserver(clock, 2.0))
+    request = RelayRequest(PromptInput(text="Q: "), "fixed-ratio", {"large_tokens": 3, "small_tokens": 5},
+                           max_new_tokens=32)
+    started = clock.now_s
+    result = drive(controller, request)
+    assert len(result.segments) > 4
     for seg in result.segments:
-        assert seg.controller_ms >= 0 and seg.transport_ms >= 0
-        assert abs(seg.handoff_ms - (seg.controller_ms + seg.transport_ms)) < 1e-9
+        assert seg.timing.total_ms == pytest.approx(engine_ms[seg.tier] * seg.num_tokens)
+        assert seg.transport_ms == pytest.approx(2 * wire_ms[seg.tier])  # in and out, not the engine
+        assert seg.controller_ms == pytest.approx(2.0)
+        assert seg.handoff_ms == pytest.approx(2.0 + 2 * wire_ms[seg.tier])
+    spent_ms = sum(2.0 + 2 * wire_ms[s.tier] + engine_ms[s.tier] * s.num_tokens for s in result.segments)
+    assert result.stats.latency_ms == pytest.approx(spent_ms)
+    assert (clock.now_s - started) * 1000.0 == pytest.approx(spent_ms)
 
 
 def test_single_tier_policies_never_warm_the_other_tier():
@@ -103,12 +197,8 @@ def test_single_tier_policies_never_warm_the_other_tier():
     small = ScriptedTier(Tier.SMALL, VOCAB, DOC, block_size=16)
     controller = RelayController({Tier.LARGE: large, Tier.SMALL: small}, ControllerLimits(prefill_ahead=True))
 
-    async def go(policy: str) -> None:
-        async for _ in controller.generate(RelayRequest(PromptInput(text="Q: "), policy, max_new_tokens=64)):
-            pass
-
     for policy in ("small-only", "large-only"):
-        asyncio.run(go(policy))
+        drive(controller, RelayRequest(PromptInput(text="Q: "), policy, max_new_tokens=64))
     assert not any(j.prefill_only or j.stream_interval_tokens for j in large.jobs + small.jobs)
 
 
@@ -120,12 +210,7 @@ def test_the_prompt_is_prefilled_on_the_idle_small_tier_once():
     request = RelayRequest(PromptInput(text=prompt), "fixed-ratio", {"large_tokens": 8, "small_tokens": 24},
                            max_new_tokens=96)
 
-    async def go() -> None:
-        async for _ in controller.generate(request):
-            pass
-        await asyncio.gather(*controller._background)
-
-    asyncio.run(go())
+    drive(controller, request)
     warm_small = [j for j in small.jobs if j.prefill_only]
     assert [len(j.prefix_token_ids) for j in warm_small] == [32]
     assert warm_small[0].segment_index == 0
@@ -159,12 +244,7 @@ def test_no_warm_up_at_the_end_of_a_segment_once_it_is_known_to_be_too_slow():
     request = RelayRequest(PromptInput(text="Q: "), "fixed-ratio", {"large_tokens": 8, "small_tokens": 24},
                            max_new_tokens=64)
 
-    async def go() -> None:
-        async for _ in controller.generate(request):
-            pass
-        await asyncio.gather(*controller._background)
-
-    asyncio.run(go())
+    drive(controller, request)
     # Small segments start at prefix lengths 9 and 41 (1 prompt token + output). Block ends
     # inside them: 16 (7 written, 17 left: warm), 32 (23 written, 1 left: too late),
     # 48 (7 written, 17 left: warm), 64 (23 written, 1 left: too late).

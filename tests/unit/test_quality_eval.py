@@ -13,6 +13,18 @@ from relay_ray.v1 import relay_pb2 as rpb
 ITEMS = [{"id": f"q{i}", "prompt": f"What is {i}+{i}?", "answer": str(2 * i)} for i in range(6)]
 
 
+def _segments(policy: str) -> list:
+    """large-only: one 10-token large segment after a 20-token prompt; small-only: one small
+    segment; relays: small 4, large 3 (its 24-token prefix uncached), small 3."""
+    seg = rpb.SegmentInfo
+    if policy == "large-only":
+        return [seg(tier=1, num_tokens=10, num_prompt_tokens=20)]
+    if policy == "small-only":
+        return [seg(tier=2, num_tokens=10, num_prompt_tokens=20)]
+    return [seg(tier=2, num_tokens=4, num_prompt_tokens=20), seg(index=1, tier=1, num_tokens=3, num_prompt_tokens=24),
+            seg(index=2, tier=2, num_tokens=3, num_prompt_tokens=27, num_cached_tokens=24)]
+
+
 class FakeClient:
     """large-only: always right, 100 ms; small-only: wrong on odd items, 10 ms; others: right, 40 ms."""
 
@@ -35,7 +47,7 @@ class FakeClient:
         large = {"large-only": 10, "small-only": 0}.get(policy, 3)
         latency = {"large-only": 100.0, "small-only": 10.0}.get(policy, 40.0)
         return rpb.GenerateResponse(
-            text=f"<think>\n{i}+{i}\n</think>\n\nAnswer: {answer}",
+            text=f"<think>\n{i}+{i}\n</think>\n\nAnswer: {answer}", segments=_segments(policy),
             stats=rpb.RelayStats(large_tokens=large, small_tokens=10 - large, num_switches=2 if 0 < large < 10 else 0,
                                  latency_ms=latency, finish_reason=1, large_token_share=large / 10),
         )
@@ -67,12 +79,20 @@ def test_eval_prints_the_table_and_writes_json_and_markdown(tmp_path, fake_clien
     assert s["rstitch:tau=0.2"]["large_share"] == pytest.approx(0.3)
     assert s["rstitch:tau=0.2"]["switches_per_request"] == 2
     assert s["small-only"]["agreement_with_large"] == 0.5
-    # the share-matched random run was sent the share measured for rstitch
-    assert s["rnd"]["params"] == {"large_share": 0.3}
+    # intervals and paired tests: small-only is wrong on 3 of 6 where large-only is right
+    assert (s["small-only"]["only_run_right"], s["small-only"]["only_large_right"]) == (0, 3)
+    assert s["small-only"]["mcnemar_p"] == pytest.approx(0.25)
+    assert s["small-only"]["accuracy_low"] == pytest.approx(0.1876, abs=1e-4)
+    # compute: the relay's large segment prefills its 24-token prefix and decodes 2 of 3 tokens
+    assert s["rstitch:tau=0.2"]["large_compute_share"] == pytest.approx((24 + 2) / (20 + 9))
+    # the structure-matched random run: rstitch's share and mean large segment (3 tokens / 1 segment)
+    assert s["rnd"]["params"] == {"large_share": 0.3, "mean_large_tokens": 3.0}
     sent = [r for r in fake_client.requests if r.policy.name == "random"]
     assert len(sent) == 6 and all(r.sampling.temperature == 0 for r in sent)
+    assert all(r.policy.random.mean_large_tokens == 3.0 for r in sent)
     md = (tmp_path / "out" / "results.md").read_text()
-    assert md.startswith("| policy | accuracy | large share |") and md.count("\n") == 6
+    assert md.startswith("| policy ") and "| 95% CI " in md and "| compute share |" in md
+    assert md.count("\n") == 6 and "89.7%" in md
 
 
 def test_eval_reports_bad_lines_and_runs_the_valid_ones(tmp_path, fake_client, capsys):
@@ -104,3 +124,17 @@ def test_eval_with_no_valid_line_or_no_file(tmp_path, fake_client, capsys):
     assert "no valid items" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "missing.jsonl")]) == 2
     assert "missing.jsonl" in capsys.readouterr().err
+
+
+def test_calibrate_rstitch_prints_the_frontier_and_writes_the_choice(tmp_path, fake_client, capsys):
+    out = tmp_path / "cal.json"
+    rc = main(["calibrate", "rstitch", "--data", str(_dataset(tmp_path)), "--taus", "0.1", "0.2",
+               "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    report = json.loads(out.read_text())
+    # both taus are as accurate as large-only here (100%) at a 30% share: the larger tau wins the tie
+    assert report["recommended_tau"] == 0.2 and [p["tau"] for p in report["sweep"]] == [0.1, 0.2]
+    lines = {line.split()[0]: line.split() for line in printed.splitlines() if line[:3] in ("0.1", "0.2")}
+    assert lines["0.2"][1:4] == ["100.0%", "100.0%", "30.0%"] and lines["0.2"][-1] == "recommended"
+    assert printed.count("<- recommended") == 1

@@ -76,3 +76,33 @@ def test_bad_parameters_are_named(params, field):
     with pytest.raises(RelayInputError) as info:
         make_policy("random", params)
     assert info.value.field == field
+
+
+ANSWER = [2, 3, 4, 5] * 50 + [EOS]  # a ~200-token answer, as the arithmetic task's
+
+
+@pytest.mark.parametrize("measured", [
+    # what rstitch measured on dev (2.2% share, ~4 large segments of ~1.1 tokens, ~8 switches per answer)
+    {"share": 0.022, "large_tokens": 4.4, "large_segments": 4.0, "switches": 7.9},
+    # relaygen (78% share, ~7.8 large segments, ~15 switches)
+    {"share": 0.78, "large_tokens": 157.0, "large_segments": 7.8, "switches": 14.6},
+])
+def test_structure_matched_router_matches_share_and_switches_of_short_answers(measured):
+    """The eval's regime: ~200-token answers. Matched on share *and* segment length, the
+    random router also makes about as many switches as the policy it stands in for (a
+    router matched on share alone placed one large chunk per answer at 2%)."""
+    from relay_ray.quality.runs import matched_params
+
+    params = matched_params({"routing_seed": 0}, measured["share"], measured["large_tokens"],
+                            measured["large_segments"])
+    results = [relay(params, f"q{i}", doc=ANSWER) for i in range(200)]
+    large = sum(r.stats.tokens_by_tier[Tier.LARGE] for r in results)
+    total = sum(r.stats.num_tokens for r in results)
+    switches = sum(r.stats.num_switches for r in results) / len(results)
+    assert abs(large / total - measured["share"]) < 0.2 * measured["share"]
+    assert abs(switches - measured["switches"]) < 0.25 * measured["switches"], switches
+    # matched on share alone (default 4-token large segments), the structure is far off:
+    # ~2.6 switches instead of ~8 at 2%, ~79 instead of ~15 at 78%
+    share_only = [relay({"large_share": measured["share"]}, f"q{i}", doc=ANSWER) for i in range(50)]
+    ratio = sum(r.stats.num_switches for r in share_only) / 50 / measured["switches"]
+    assert not 0.5 < ratio < 2.0, ratio

@@ -11,7 +11,7 @@ from relay_ray.types import FinishReason, PromptInput, RelayRequest, Tier
 from tests.unit.fakes import EOS, ScriptedTier
 
 VOCAB = ["</s>", "Q: ", "a", " b", " So", ",", " c", ".", " d", "<call>", "5", "</call>", "</think>", "\n",
-         " now", " know", "0", "x", "y", "z"]
+         " now", " know", "0", "x", "y", "z", "<think>"]
 W = {w: i for i, w in enumerate(VOCAB)}
 
 
@@ -107,10 +107,28 @@ def test_relaygen_answer_phase_offload_keeps_the_whole_trace_on_the_large_model(
 
 
 def test_relaygen_closes_an_open_think_block_when_the_budget_runs_out():
-    doc = ids("a", " b", " c", " d") * 4
-    controller, _, _ = pair(doc, prompt="Q: ")
-    result, _ = run(controller, "relaygen", {"cues": [" So"]}, max_new_tokens=6, prompt="Q: ")
-    assert "</think>" not in result.text  # the prompt opened no <think>: nothing to close
+    doc = ids("a", " b", " c", " d") * 4  # the model never closes the block itself
+    controller, _, _ = pair(doc, prompt="Q: <think>")
+    result, events = run(controller, "relaygen", {"cues": [" So"]}, max_new_tokens=6, prompt="Q: <think>")
+    assert result.text == "a b c da b" + "\n</think>"
+    assert list(result.token_ids) == doc[:6] + ids("\n", "</think>")
+    assert result.stats.finish_reason is FinishReason.BUDGET
+    # Appended by the controller, not written by a tier: no segment carries it.
+    assert "".join(s.text for s in result.segments) == "a b c da b"
+    assert sum(isinstance(e, SegmentFinished) for e in events) == len(result.segments)
+
+
+@pytest.mark.parametrize("case,prompt,doc,policy,params", [
+    ("the prompt opened no <think>", "Q: ", ids("a", " b", " c", " d") * 4, "relaygen", {"cues": [" So"]}),
+    ("the model closed it", "Q: <think>", ids("a", "</think>", " b", " c", " d") * 4, "relaygen",
+     {"cues": [" So"], "small_writes_answer": False}),
+    ("the policy does not close", "Q: <think>", ids("a", " b", " c", " d") * 4, "large-only", {}),
+])
+def test_no_think_close_is_appended_when_nothing_is_open(case, prompt, doc, policy, params):
+    controller, _, _ = pair(doc, prompt=prompt)
+    result, _ = run(controller, policy, params, max_new_tokens=6, prompt=prompt)
+    assert result.stats.finish_reason is FinishReason.BUDGET, case
+    assert list(result.token_ids) == doc[:6], case
 
 
 def test_rstitch_drops_the_uncertain_small_token_and_the_large_model_writes_it():
@@ -124,7 +142,10 @@ def test_rstitch_drops_the_uncertain_small_token_and_the_large_model_writes_it()
     assert (segs[0].tier, segs[0].text, segs[0].num_dropped_tokens, segs[0].finish_reason) == (
         Tier.SMALL, "a b", 1, FinishReason.ENTROPY)
     assert (segs[1].tier, segs[1].text, segs[1].finish_reason) == (Tier.LARGE, " c da", FinishReason.ENTROPY)
-    assert segs[2].tier is Tier.SMALL and result.text == "a b c da" + "y z"[0:0] + segs[2].text
+    # The small model takes over at output position 5 and writes the rest of its document.
+    assert (segs[2].tier, segs[2].text, segs[2].finish_reason) == (Tier.SMALL, "xyz", FinishReason.EOS)
+    assert result.text == "a b c daxyz"
+    assert list(result.token_ids) == ids("a", " b", " c", " d", "a", "x", "y", "z") + [EOS]
     assert result.stats.generated_by_tier[Tier.SMALL] == result.stats.tokens_by_tier[Tier.SMALL] + 1
 
 

@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from relay_ray.tasks.arith import EASY_CUES, HARD_CUES, THINK_END, char_labels, generate, make_problem
+from relay_ray.tasks.arith import EASY_CUES, HARD_CUES, char_labels, generate, make_problem
+from relay_ray.types import THINK_END
 from relay_ray.tasks.splits import EVAL_SPLITS, eval_splits, train_problems, write_jsonl
 
 

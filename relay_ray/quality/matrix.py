@@ -1,0 +1,155 @@
+"""The quality-and-speed matrix of issue 10 on the cost-scaled pair: what runs, where, and
+which split decided what.
+
+Two stages, one command each (docs/quality.md, "One run: accuracy and speed"):
+
+- ``dev``: large-only and the rstitch tau sweep on the dev split (full passes only).
+  :func:`relay_ray.quality.matrix_report.decide` picks the tau by a fixed rule and writes it to
+  a decisions file (committed: ``data/arith/scaled-decisions.json``). The relaygen cue set is
+  the calibration split's (``relay-ray calibrate relaygen``); the other cue sets are points of
+  the curve, not candidates.
+- ``final``: every row of the issue on the test split, once: large-only, small-only, rstitch,
+  relaygen, relayllm (caller deployment), the structure-matched random routers, vLLM
+  speculative decoding alone and under relaygen/rstitch, large-only and speculative decoding
+  on both cores (throughput peers), the tau sweep and the cue sets (Pareto curves; their full
+  passes on the first ``curve_items`` items, to keep the run within a few hours on 2 cores).
+
+Each entry runs a *full* pass (every item at concurrency 16: accuracy, token and compute
+share, switches, throughput, p95) and, unless it is a peer, a *latency* pass (the first
+``--latency-items`` items at concurrency 1: latency, efficiency, handoffs).
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from relay_ray.quality.runs import load_cue_file
+from relay_ray.tasks.arith import HARD_CUES
+
+SCALED, CALLER, SPEC = "scaled", "caller", "spec"
+LARGE_X2, SPEC_X2 = "large x2", "spec x2"
+CONFIGS = {SCALED: "cluster/serve-scaled.yaml", CALLER: "cluster/serve-scaled-caller.yaml",
+           SPEC: "cluster/serve-scaled-spec.yaml"}
+# Peers on both cores: two one-core replicas of the large tier (balanced routing), built
+# from a served config (docs/benchmarks.md: tensor parallelism and two replicas measured alike).
+PEERS = {LARGE_X2: SCALED, SPEC_X2: SPEC}
+CUES_FILE = "demo-models/relaygen-cues.json"
+DECISIONS_FILE = "data/arith/scaled-decisions.json"
+TAUS = (0.02, 0.05, 0.08, 0.12, 0.2, 0.3)
+RELAYLLM_PARAMS = {"max_calls": 32}
+
+
+class Group(str, enum.Enum):
+    MAIN = "main"
+    TAU_SWEEP = "tau sweep"
+    CUE_SETS = "cue sets"
+    PEER = "peer"
+    COST = "cost"  # single-tier latency runs that give a deployment's tier costs
+
+
+class Entry(BaseModel):
+    """One row: a policy run on one deployment, and which passes it gets."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    label: str
+    policy: str
+    params: dict = Field(default_factory=dict)
+    match: str | None = None  # random: the label whose large share and segment length it takes
+    deployment: str = SCALED
+    group: Group = Group.MAIN
+    full: bool = True
+    latency: bool = True
+    items: int | None = None  # full pass over the first N items only (curve points); None: all
+    tau: float | None = None  # rstitch rows: the threshold (tau-sweep curve)
+    cue_set: str | None = None  # relaygen rows: the cue set (cue-set curve)
+
+
+class Decisions(BaseModel):
+    """What the dev stage chose, and the evidence (committed, read by the final stage)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    split: str
+    rstitch_tau: float
+    relaygen_cue_set: str
+    rules: dict[str, str]
+    evidence: dict = Field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Decisions:
+        return cls.model_validate_json(Path(path).read_text())
+
+
+def cue_sets(cues_file: str = CUES_FILE) -> dict[str, dict]:
+    """relaygen parameter sets from most to least large-model work (the cue-set curve)."""
+    calibrated = list(load_cue_file(cues_file))
+    discourse = [c for c in calibrated if c[:1].isupper()]
+    return {
+        "answer only": {"offload_sentences": False},
+        "discourse cues": {"cues": discourse},
+        "calibrated": {"cues": calibrated},
+        "all task cues": {"cues": calibrated + [c for c in HARD_CUES if c not in calibrated]},
+    }
+
+
+def _rstitch(label: str, tau: float, group: Group, **kw) -> Entry:
+    return Entry(label=label, policy="rstitch", params={"tau": tau}, group=group, tau=tau, **kw)
+
+
+def _relaygen(label: str, name: str, params: dict, group: Group, **kw) -> Entry:
+    return Entry(label=label, policy="relaygen", params=params, group=group, cue_set=name, **kw)
+
+
+def dev_plan(taus=TAUS) -> list[Entry]:
+    """The dev stage: accuracy and compute of large-only and every tau, no latency passes."""
+    out = [Entry(label="large-only", policy="large-only", latency=False)]
+    return out + [_rstitch(f"rstitch tau={t}", t, Group.TAU_SWEEP, latency=False) for t in taus]
+
+
+def final_plan(decisions: Decisions, cues_file: str = CUES_FILE, taus=TAUS, curve_items: int | None = 200) -> list[Entry]:
+    """The final stage, in run order (grouped by deployment, matched runs after their match).
+    Curve points (tau sweep, cue sets) run their full pass on the first ``curve_items`` items."""
+    sets = cue_sets(cues_file)
+    tau, cue_set = decisions.rstitch_tau, decisions.relaygen_cue_set
+    main = [
+        Entry(label="large-only", policy="large-only"),
+        Entry(label="small-only", policy="small-only"),
+        _rstitch("rstitch", tau, Group.MAIN),
+        Entry(label="random@rstitch", policy="random", match="rstitch"),
+        _relaygen("relaygen", cue_set, sets[cue_set], Group.MAIN),
+        Entry(label="random@relaygen", policy="random", match="relaygen"),
+    ]
+    sweep = [_rstitch(f"rstitch tau={t}", t, Group.TAU_SWEEP, items=curve_items) for t in taus if t != tau]
+    sweep += [_relaygen(f"relaygen {n}", n, p, Group.CUE_SETS, items=curve_items)
+              for n, p in sets.items() if n != cue_set]
+    caller = [
+        Entry(label="caller alone", policy="small-only", deployment=CALLER),
+        Entry(label="relayllm", policy="relayllm", params=RELAYLLM_PARAMS, deployment=CALLER),
+        Entry(label="random@relayllm", policy="random", match="relayllm", deployment=CALLER),
+    ]
+    spec = [
+        Entry(label="spec decoding", policy="large-only", deployment=SPEC),
+        Entry(label="small-only (spec deployment)", policy="small-only", deployment=SPEC, group=Group.COST,
+              full=False),
+        _relaygen("relaygen + spec", cue_set, sets[cue_set], Group.MAIN, deployment=SPEC),
+        _rstitch("rstitch + spec", tau, Group.MAIN, deployment=SPEC),
+    ]
+    peers = [Entry(label="large-only x2", policy="large-only", deployment=LARGE_X2, group=Group.PEER, latency=False),
+             Entry(label="spec decoding x2", policy="large-only", deployment=SPEC_X2, group=Group.PEER,
+                   latency=False)]
+    return main + sweep + caller + spec + peers
+
+
+def check_plan(entries: list[Entry]) -> None:
+    """Labels are unique and every match names an earlier run on the same deployment."""
+    seen: dict[str, Entry] = {}
+    for e in entries:
+        if e.label in seen:
+            raise ValueError(f"label {e.label!r} is used twice")
+        if e.match is not None and (e.match not in seen or seen[e.match].deployment != e.deployment):
+            raise ValueError(f"{e.label!r}: match={e.match!r} must name an earlier run on {e.deployment!r}")
+        seen[e.label] = e

@@ -1,0 +1,168 @@
+"""Run a matrix plan (:mod:`relay_ray.quality.matrix`) against deployments it starts itself.
+
+One Ray/Serve instance; each deployment replaces the previous one under the same application
+name (as ``relay-ray bench`` does), so only one pair of engines runs at a time. Results are
+written after every pass to ``OUT/results.json``; ``--resume`` skips passes already there.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from relay_ray.quality.matrix import CONFIGS, PEERS, Entry
+from relay_ray.quality.runner import ItemResult
+
+APP_NAME = "relay"
+FULL_CONCURRENCY = 16
+
+
+class Pass(BaseModel):
+    """One pass of one entry: the items' results, the wall time and the concurrency."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    concurrency: int
+    wall_s: float
+    params: dict
+    results: list[ItemResult]
+
+
+class EntryResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    entry: Entry
+    full: Pass | None = None
+    latency: Pass | None = None
+
+
+class MatrixResults(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    meta: dict = Field(default_factory=dict)
+    entries: dict[str, EntryResult] = Field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path) -> MatrixResults:
+        return cls.model_validate_json(Path(path).read_text())
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(self.model_dump_json())
+        tmp.replace(path)
+
+
+def deployment_config(name: str, root: Path = Path(".")):
+    """The RelayConfig of deployment ``name``: a served config file, or a two-core peer."""
+    from relay_ray.serve.local import load_serve_file
+
+    if name in CONFIGS:
+        return load_serve_file(root / CONFIGS[name]).relay
+    base = deployment_config(PEERS[name], root)
+    cores = (base.large.cpu_threads_bind or "0", base.small.cpu_threads_bind or "1")
+    large = base.large.model_copy(update={"num_replicas": 2, "cpu_threads_bind_by_replica": cores,
+                                          "request_router": "balanced"})
+    return base.model_copy(update={"large": large})
+
+
+def _deploy(name: str, root: Path) -> None:
+    from ray import serve
+
+    from relay_ray.serve.builder import build_app
+
+    if APP_NAME in serve.status().applications:
+        serve.delete(APP_NAME)
+    print(f"[matrix] deploying {name} ...", file=sys.stderr, flush=True)
+    serve.run(build_app(deployment_config(name, root)), name=APP_NAME, route_prefix="/")
+
+
+def _params(entry: Entry, results: MatrixResults) -> dict:
+    """The entry's parameters; a ``match`` takes the matched run's share and segment length."""
+    from relay_ray.quality.report import summarize
+    from relay_ray.quality.runs import PolicyRun, matched_params
+
+    if entry.match is None:
+        return dict(entry.params)
+    matched = results.entries[entry.match].full
+    s = summarize(PolicyRun(entry.match, "?"), {}, matched.results)
+    return matched_params(entry.params, s.large_share, s.large_share * s.mean_tokens, s.large_segments_per_request)
+
+
+def _pass(client, entry: Entry, items, params: dict, concurrency: int, fmt, max_new_tokens: int) -> Pass:
+    from relay_ray.quality.runner import run_items
+    from relay_ray.quality.runs import PolicyRun
+
+    keep_text = entry.policy == "large-only"  # speculative-decoding compute is counted from the traces
+    run = PolicyRun(entry.label, entry.policy, params)
+    started = time.perf_counter()
+    results = run_items(client, items, run, params, fmt, max_new_tokens, concurrency, keep_text,
+                        label=f"{entry.label} c={concurrency}")
+    failed = [r.error for r in results if r.error]
+    if results and len(failed) == len(results):  # a broken setup, not a policy's accuracy: stop here
+        raise RuntimeError(f"{entry.label}: all {len(results)} requests failed, the first with {failed[0]!r}; "
+                           "the pass is not saved: fix the cause and run again with --resume")
+    return Pass(concurrency=concurrency, wall_s=time.perf_counter() - started, params=params, results=results)
+
+
+def _warm_up(client) -> None:
+    from relay_ray.client import build_request
+
+    client.wait_ready()
+    for policy, params in (("large-only", {}), ("fixed-ratio", {"large_tokens": 4, "small_tokens": 4})):
+        client.generate(build_request("warm up the tiers", policy, params, max_new_tokens=16))
+
+
+def run_plan(entries: list[Entry], items, out: Path, latency_items: int, fmt, max_new_tokens: int = 512,
+             resume: bool = False, meta: dict | None = None, root: Path = Path("."),
+             full_concurrency: int = FULL_CONCURRENCY) -> MatrixResults:
+    """Run every pass of ``entries`` not already in ``out/results.json`` (with ``resume``)."""
+    from relay_ray.bench.console import measure_at_normal_priority
+    from relay_ray.client import RelayClient
+    from relay_ray.serve.local import load_serve_file, start_serve, stop_local
+
+    path = out / "results.json"
+    results = MatrixResults.load(path) if resume and path.is_file() else MatrixResults()
+    results.meta.update(meta or {})
+    todo = [e for e in entries if _missing(e, results.entries.get(e.label))]
+    if not todo:
+        return results
+    serve_file = load_serve_file(root / CONFIGS[next(iter(CONFIGS))])
+    measure_at_normal_priority()
+    start_serve(serve_file)
+    deployed = None
+    try:
+        with RelayClient(f"127.0.0.1:{serve_file.grpc_port}", timeout_s=3600) as client:
+            for entry in todo:
+                if entry.deployment != deployed:
+                    _deploy(entry.deployment, root)
+                    _warm_up(client)
+                    deployed = entry.deployment
+                _run_entry(client, entry, items, latency_items, fmt, max_new_tokens, results, path, full_concurrency)
+    finally:
+        stop_local()
+    return results
+
+
+def _missing(entry: Entry, done: EntryResult | None) -> bool:
+    return done is None or (entry.full and done.full is None) or (entry.latency and done.latency is None)
+
+
+def _run_entry(client, entry: Entry, items, latency_items: int, fmt, max_new_tokens: int,
+               results: MatrixResults, path: Path, full_concurrency: int) -> None:
+    record = results.entries.get(entry.label) or EntryResult(entry=entry)
+    params = _params(entry, results)
+    if entry.full and record.full is None:
+        record.full = _pass(client, entry, items[:entry.items] if entry.items else items, params,
+                            full_concurrency, fmt, max_new_tokens)
+        results.entries[entry.label] = record
+        results.save(path)
+    if entry.latency and record.latency is None:
+        record.latency = _pass(client, entry, items[:latency_items], params, 1, fmt, max_new_tokens)
+        results.entries[entry.label] = record
+        results.save(path)
+
+
