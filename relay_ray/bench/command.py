@@ -77,7 +77,8 @@ class _Collected:
 
 
 def _with_overrides(args, config):
-    """The pair's config with the command line's controller overrides (ablations)."""
+    """The pair's config with the command line's controller overrides (ablations), and the
+    fixed-ratio segment floor lowered to the bench's shortest pattern."""
     from relay_ray.types import Tier
 
     overrides = {"prefill_ahead": args.prefill_ahead != "off"} if args.prefill_ahead else {}
@@ -85,6 +86,9 @@ def _with_overrides(args, config):
         overrides["prefill_ahead_tiers"] = (Tier.LARGE, Tier.SMALL)
     if args.transport:
         overrides["transport"] = args.transport
+    limits = config.controller.input_limits
+    if limits.min_fixed_segment_tokens > 1:  # the R-Stitch-like pattern's large segments are one token
+        overrides["input_limits"] = limits.model_copy(update={"min_fixed_segment_tokens": 1})
     if not overrides:
         return config
     return config.model_copy(update={"controller": config.controller.model_copy(update=overrides)})

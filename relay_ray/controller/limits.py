@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from relay_ray.errors import RelayInputError
-from relay_ray.types import RelayRequest, SegmentJob, TierInfo
+from relay_ray.types import KvSession, RelayRequest, SegmentJob, TierInfo
 
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:/@+=-]*$")
 
@@ -79,7 +79,10 @@ def check_prompt_size(request: RelayRequest, context_tokens: int, limits: InputL
 
 
 def check_job(job: SegmentJob, info: TierInfo, limits: InputLimits) -> None:
-    """A tier's own check of a segment job (defence in depth: the controller checked it too)."""
+    """A tier's own check of a segment job (defence in depth: the controller checked it too).
+    A KV-session end carries no prefix: it only releases the request's session."""
+    if job.kv_session is KvSession.END:
+        return
     stop = job.stop
     if not 1 <= stop.max_new_tokens <= info.max_model_len:
         raise RelayInputError("segment.stop.max_new_tokens", f"must be in [1, {info.max_model_len}]")

@@ -239,6 +239,10 @@ class SessionLimits:
     step_tokens: int  # one-token chunks of a segment whose rule can stop it (next_chunk)
 
 
+# Ended request ids a pool remembers (at most; each for the idle TTL).
+MAX_ENDED_IDS = 4096
+
+
 class SessionPool:
     """The sessions of one tier replica, by relay request id (least recently used first)."""
 
@@ -248,6 +252,9 @@ class SessionPool:
         self.limits = limits
         self._clock = clock
         self._sessions: OrderedDict[str, EngineSession] = OrderedDict()
+        # Requests that ended here, and when: a prefill-ahead feed still on its way when the
+        # controller's END arrived must not reopen a session nobody would end (until the TTL).
+        self._ended: OrderedDict[str, float] = OrderedDict()
         self.num_opened = 0
         self.num_reused = 0
         self.num_refused = 0  # jobs that ran plainly for want of room
@@ -261,13 +268,25 @@ class SessionPool:
     def end(self, request_id: str) -> None:
         """The request is over: close its session (if a job still uses it, that job's next
         chunk fails and the job finishes plainly)."""
+        self._close(request_id)
+        self._ended[request_id] = self._clock()
+        self._ended.move_to_end(request_id)
+        while len(self._ended) > MAX_ENDED_IDS:
+            self._ended.popitem(last=False)
+
+    def has_ended(self, request_id: str) -> bool:
+        """``request_id`` ended here within the idle TTL."""
+        ended_at = self._ended.get(request_id)
+        return ended_at is not None and self._clock() - ended_at <= self.limits.ttl_s
+
+    def _close(self, request_id: str) -> None:
         session = self._sessions.pop(request_id, None)
         if session is not None:
             session.abort()
 
     def close_all(self) -> None:
         for request_id in list(self._sessions):
-            self.end(request_id)
+            self._close(request_id)
 
     @contextlib.asynccontextmanager
     async def checkout(self, request_id: str, prefix: Sequence[int], need_new: bool = True):
@@ -296,7 +315,7 @@ class SessionPool:
                 return
             session.lock.release()
             if self._sessions.get(request_id) is session:
-                self.end(request_id)
+                self._close(request_id)
         session = self._open(request_id, len(prefix))
         if session is None:
             yield None
@@ -306,12 +325,14 @@ class SessionPool:
 
     def _open(self, request_id: str, num_tokens: int) -> EngineSession | None:
         limits = self.limits
+        if self.has_ended(request_id):  # a late job of a finished request: run it plainly
+            return None
         while self._sessions and (len(self._sessions) >= limits.max_sessions
                                   or self._tokens() + num_tokens > limits.max_tokens):
             victim = next((rid for rid, s in self._sessions.items() if s.idle), None)
             if victim is None:
                 break
-            self.end(victim)
+            self._close(victim)
         if len(self._sessions) >= limits.max_sessions or self._tokens() + num_tokens > limits.max_tokens:
             self.num_refused += 1
             return None
@@ -327,7 +348,9 @@ class SessionPool:
         now = self._clock()
         for request_id, session in list(self._sessions.items()):
             if not session.alive or (session.idle and now - session.last_used > self.limits.ttl_s):
-                self.end(request_id)
+                self._close(request_id)
+        while self._ended and now - next(iter(self._ended.values())) > self.limits.ttl_s:
+            self._ended.popitem(last=False)
 
 
 # The engine's form of one input chunk: (new token ids, max tokens) -> engine input.
@@ -406,7 +429,10 @@ async def generate(pool: SessionPool, run: SegmentRun, make_input: InputFactory,
 
 async def feed(pool: SessionPool, request_id: str, prefix: Sequence[int], make_input: InputFactory) -> bool:
     """Append the tokens of ``prefix`` the request's session lacks (prefill-ahead) and wait
-    until the engine has computed them; False when the pool had no room."""
+    until the engine has computed them; False when the pool had no room. A feed that arrives
+    after its request ended does nothing (True)."""
+    if pool.has_ended(request_id):
+        return True
     chunk = None
     async with pool.checkout(request_id, prefix, need_new=False) as got:
         if got is None:

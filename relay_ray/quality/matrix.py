@@ -29,10 +29,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from relay_ray.quality.runs import load_cue_file
 from relay_ray.tasks.arith import HARD_CUES
 
-SCALED, CALLER, SPEC = "scaled", "caller", "spec"
+SCALED, CALLER, SPEC, KV = "scaled", "caller", "spec", "kv"
 LARGE_X2, SPEC_X2 = "large x2", "spec x2"
 CONFIGS = {SCALED: "cluster/serve-scaled.yaml", CALLER: "cluster/serve-scaled-caller.yaml",
-           SPEC: "cluster/serve-scaled-spec.yaml"}
+           SPEC: "cluster/serve-scaled-spec.yaml", KV: "cluster/serve-scaled-kv.yaml"}
 # Peers on both cores: two one-core replicas of the large tier (balanced routing), built
 # from a served config (docs/benchmarks.md: tensor parallelism and two replicas measured alike).
 PEERS = {LARGE_X2: SCALED, SPEC_X2: SPEC}
@@ -138,10 +138,15 @@ def final_plan(decisions: Decisions, cues_file: str = CUES_FILE, taus=TAUS, curv
         _relaygen("relaygen + spec", cue_set, sets[cue_set], Group.MAIN, deployment=SPEC),
         _rstitch("rstitch + spec", tau, Group.MAIN, deployment=SPEC),
     ]
+    # Item 3's handoff work on the same pair: the large tier keeps each request's KV in a session
+    # and is fed the small tier's tokens while they are written (same answers; its large compute
+    # share leaves out the feeds, which the responses do not report).
+    kv = [_rstitch("rstitch + KV sessions", tau, Group.MAIN, deployment=KV),
+          _relaygen("relaygen + KV sessions", cue_set, sets[cue_set], Group.MAIN, deployment=KV)]
     peers = [Entry(label="large-only x2", policy="large-only", deployment=LARGE_X2, group=Group.PEER, latency=False),
              Entry(label="spec decoding x2", policy="large-only", deployment=SPEC_X2, group=Group.PEER,
                    latency=False)]
-    return main + sweep + caller + spec + peers
+    return main + sweep + caller + spec + kv + peers
 
 
 def check_plan(entries: list[Entry]) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from relay_ray.bench.console import table
 from relay_ray.quality.compute import TierCost, efficiency, handoffs_into_large
-from relay_ray.quality.matrix import LARGE_X2, SCALED, SPEC, Decisions, Entry, Group
+from relay_ray.quality.matrix import KV, LARGE_X2, SCALED, SPEC, Decisions, Entry, Group
 from relay_ray.quality.matrix_run import EntryResult, MatrixResults, Pass
 from relay_ray.quality.report import Summary, against, fmt_p, fmt_pct, summarize
 from relay_ray.quality.runs import PolicyRun
@@ -103,6 +103,8 @@ def main_table(all_rows: list[Row], spec_compute: dict[str, float] | None = None
             continue
         f, lat = r.full, r.latency
         compute = (spec_compute or {}).get(r.entry.label, f.large_compute_share)
+        if r.entry.deployment == KV:  # the session feeds' prefill is computed but no response reports it
+            compute = None
         hand = "—" if r.into_large_p50_ms is None else (
             f"{r.into_large_p50_ms:.0f} ({r.into_large_p50_steps:.1f})" if r.into_large_p50_steps else
             f"{r.into_large_p50_ms:.0f}")

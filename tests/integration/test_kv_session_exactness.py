@@ -36,7 +36,9 @@ def kv_client(relay_server):
     config = RelayConfig(large=tier("demo-small", "0", **sessions), small=tier("demo-small", "1"),
                          controller={"max_new_tokens_limit": 512, "kv_session_tiers": ["large"],
                                      "prefill_ahead": True, "prefill_ahead_tiers": ["large"],
-                                     "feed_interval_tokens": 4})
+                                     "feed_interval_tokens": 4,
+                                     # "fixed-ratio-1": one-token large segments, as rstitch writes them
+                                     "input_limits": {"min_fixed_segment_tokens": 1}})
     serve.run(build_app(config), name=APP, route_prefix=f"/{APP}")
     try:
         with relay_server.client(APP) as client:

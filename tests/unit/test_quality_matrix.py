@@ -12,7 +12,7 @@ import relay_ray.client
 import relay_ray.serve.local
 from relay_ray.quality import matrix_run
 from relay_ray.quality.matrix import (
-    CALLER, LARGE_X2, SCALED, SPEC, Decisions, Entry, Group, check_plan, cue_sets, dev_plan, final_plan,
+    CALLER, KV, LARGE_X2, SCALED, SPEC, Decisions, Entry, Group, check_plan, cue_sets, dev_plan, final_plan,
 )
 from relay_ray.quality.matrix_report import decide, main_table, rows, sweep_table, tier_costs
 from relay_ray.controller.limits import REQUEST_ID_PATTERN
@@ -29,12 +29,13 @@ def test_final_plan_runs_every_row_of_the_issue_once():
     labels = [e.label for e in plan]
     for label in ("large-only", "small-only", "rstitch", "random@rstitch", "relaygen", "random@relaygen",
                   "relayllm", "random@relayllm", "spec decoding", "relaygen + spec", "rstitch + spec",
-                  "large-only x2", "spec decoding x2"):
+                  "rstitch + KV sessions", "relaygen + KV sessions", "large-only x2", "spec decoding x2"):
         assert label in labels
     by = {e.label: e for e in plan}
     assert by["rstitch"].params == {"tau": 0.12} and by["relaygen"].cue_set == "calibrated"
     assert by["relayllm"].deployment == CALLER and by["random@relayllm"].match == "relayllm"
     assert by["spec decoding"].deployment == SPEC and by["large-only x2"].deployment == LARGE_X2
+    assert by["rstitch + KV sessions"].deployment == KV and by["rstitch + KV sessions"].params == {"tau": 0.12}
     assert not by["large-only x2"].latency and by["large-only"].latency
     # the chosen tau / cue set are not run twice on the curves; curve points run on 200 items
     assert [e.tau for e in plan if e.group is Group.TAU_SWEEP and e.tau == 0.12] == []

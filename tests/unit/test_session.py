@@ -261,6 +261,26 @@ def test_the_pool_refuses_when_full_evicts_idle_sessions_and_reaps_expired_ones(
     asyncio.run(go())
 
 
+def test_a_feed_arriving_after_its_request_ended_opens_no_session():
+    async def go():
+        now = [0.0]
+        engine = FakeEngine()
+        pool = _pool(engine, clock=lambda: now[0])
+        assert await kv.feed(pool, "r", PROMPT, make_input)
+        pool.end("r")
+        # prefill-ahead's last feed raced the controller's END: it must not reopen a session
+        # that nobody would end before the TTL (each holds a vLLM slot and KV blocks)
+        assert await kv.feed(pool, "r", PROMPT + plain(PROMPT, 4), make_input)
+        assert len(pool) == 0 and pool.num_opened == 1 and engine.computed == [len(PROMPT)]
+        async with pool.checkout("r", PROMPT) as got:  # a late generating job runs plainly
+            assert got is None
+        # other requests are unaffected, and the ended id is forgotten after the TTL
+        assert await kv.feed(pool, "s", PROMPT, make_input) and pool.get("s") is not None
+        now[0] += 61.0
+        assert await kv.feed(pool, "r", PROMPT, make_input) and pool.get("r") is not None
+    asyncio.run(go())
+
+
 def test_cancelling_a_generating_job_aborts_its_session():
     async def go():
         engine = FakeEngine()

@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 
 from relay_ray.controller import ControllerLimits, check_prompt_fits, validate_request
+from relay_ray.controller.limits import InputLimits, check_job
 from relay_ray.errors import RelayInputError
-from relay_ray.types import ChatMessage, PreparedPrompt, PromptInput, RelayRequest, Sampling, Tier, TierInfo
+from relay_ray.types import (
+    ChatMessage, KvSession, PreparedPrompt, PromptInput, RelayRequest, Sampling, SegmentJob, StopRule, Tier, TierInfo,
+)
 
 OK = RelayRequest(PromptInput(text="hi"), "rstitch")
 
@@ -46,3 +49,13 @@ def test_prompt_must_fit_the_smaller_context():
     with pytest.raises(RelayInputError) as info:
         check_prompt_fits(PreparedPrompt(tuple(range(30)), ""), 30, infos)
     assert info.value.field == "max_new_tokens" and "at most 20" in info.value.message
+
+
+def test_a_tier_refuses_a_job_without_prefix_but_not_a_session_end():
+    # The controller's KV-session END names only the request (a tier that refused it kept the
+    # session, its vLLM slot and KV blocks until the idle TTL).
+    info = TierInfo(Tier.LARGE, "m", "f", 100, 64, (0,))
+    check_job(SegmentJob("r", 0, StopRule(max_new_tokens=1), kv_session=KvSession.END), info, InputLimits())
+    with pytest.raises(RelayInputError) as refused:
+        check_job(SegmentJob("r", 0, StopRule(max_new_tokens=1), kv_session=KvSession.KEEP), info, InputLimits())
+    assert refused.value.field == "segment.prefix_token_ids"
