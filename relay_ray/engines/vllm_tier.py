@@ -129,6 +129,10 @@ class VllmTierEngine:
 
         engine_id = f"{request_id}-kv-{uuid.uuid4().hex[:6]}"
         params = self._sampling_params(SegmentJob(request_id, 0, StopRule(1)), 1)  # chunks bring their own
+        # ...except what vLLM's output processor fixes at the session's start: a chunk asking for
+        # logprobs (an entropy rule) in a session opened without them kills the engine
+        # (AssertionError in the logprobs processor), so every session accepts the most.
+        params.logprobs = self.config.max_logprobs
         return kv.EngineSession(request_id, lambda inputs: self.engine.generate(inputs, params, engine_id))
 
     def _chunk_inputs(self, job: SegmentJob) -> kv.InputFactory:

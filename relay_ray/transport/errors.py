@@ -37,8 +37,13 @@ def from_ray(exc: BaseException, what: str = "tier call") -> BaseException:
     from ray import exceptions as rex
     from ray.serve import exceptions as sex
 
-    if isinstance(exc, (TierUnavailableError, RelayInputError, RelayDeadlineError)):
-        return exc  # raised by the tier itself (Ray re-raises it as a subclass of the cause)
+    ours = (TierUnavailableError, RelayInputError, RelayDeadlineError)
+    if isinstance(exc, rex.RayTaskError) and isinstance(exc.cause, ours):
+        # Raised by the tier itself. Ray re-raises it as a subclass of both, whose ``cause``
+        # is Ray's (the original exception), not TierUnavailableError.cause (a FailureCause).
+        return exc.cause
+    if isinstance(exc, ours):
+        return exc
     if isinstance(exc, sex.BackPressureError):
         return RelayOverloadedError(f"{what}: tier queue full")
     if isinstance(exc, (rex.ActorDiedError, rex.WorkerCrashedError, rex.NodeDiedError, rex.OwnerDiedError)):

@@ -313,3 +313,33 @@ def test_end_jobs_and_unknown_prefixes_cannot_break_a_plain_result():
     job = SegmentJob("r", 0, StopRule(1), kv_session=KvSession.END)
     assert replace(job, kv_session=KvSession.NONE).kv_session is KvSession.NONE
     assert kv.extends([1, 2], [1, 2, 3]) and not kv.extends([1, 2], [1, 3, 3]) and not kv.extends([1, 2], [1])
+
+
+
+def test_a_served_session_accepts_logprobs_whatever_job_opened_it():
+    # vLLM fixes a streaming request's logprobs settings at its start: a session opened by a
+    # feed (no logprobs) and continued by an entropy segment killed the engine (the matrix's
+    # rstitch + KV sessions at c=16). The tier opens every session with the most it serves.
+    from relay_ray.config import TierConfig
+    from relay_ray.engines.vllm_tier import VllmTierEngine
+    from relay_ray.types import Tier
+
+    seen = []
+
+    class Engine:
+        def generate(self, inputs, params, request_id):
+            seen.append(params)
+
+            async def stream():
+                async for _ in inputs:
+                    yield _output(0, "length")
+            return stream()
+
+    async def go():
+        tier = VllmTierEngine(Tier.LARGE, TierConfig(model="m", max_logprobs=7))
+        tier.engine = Engine()
+        session = tier._open_session("r")
+        await asyncio.sleep(0)
+        session.abort()
+        assert [p.logprobs for p in seen] == [7]
+    asyncio.run(go())
