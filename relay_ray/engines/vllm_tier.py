@@ -129,10 +129,6 @@ class VllmTierEngine:
 
         engine_id = f"{request_id}-kv-{uuid.uuid4().hex[:6]}"
         params = self._sampling_params(SegmentJob(request_id, 0, StopRule(1)), 1)  # chunks bring their own
-        # ...except what vLLM's output processor fixes at the session's start: a chunk asking for
-        # logprobs (an entropy rule) in a session opened without them kills the engine
-        # (AssertionError in the logprobs processor), so every session accepts the most.
-        params.logprobs = self.config.max_logprobs
         return kv.EngineSession(request_id, lambda inputs: self.engine.generate(inputs, params, engine_id))
 
     def _chunk_inputs(self, job: SegmentJob) -> kv.InputFactory:
@@ -141,8 +137,13 @@ class VllmTierEngine:
         from vllm.inputs import TokensPrompt
 
         def make(token_ids: list[int], max_tokens: int):
-            return StreamingInput(prompt=TokensPrompt(prompt_token_ids=token_ids),
-                                  sampling_params=self._sampling_params(job, max_tokens))
+            params = self._sampling_params(job, max_tokens)
+            # vLLM's output processor keeps the logprobs setting of a session's *first* chunk:
+            # a feed's chunk (none) followed by an entropy segment's (top-k) killed the engine
+            # (AssertionError in its logprobs processor). Every chunk asks for the most, so the
+            # setting never changes within a session (and every output's logprobs line up).
+            params.logprobs = self.config.max_logprobs
+            return StreamingInput(prompt=TokensPrompt(prompt_token_ids=token_ids), sampling_params=params)
         return make
 
     async def _warm_up(self) -> None:

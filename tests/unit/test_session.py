@@ -316,30 +316,18 @@ def test_end_jobs_and_unknown_prefixes_cannot_break_a_plain_result():
 
 
 
-def test_a_served_session_accepts_logprobs_whatever_job_opened_it():
-    # vLLM fixes a streaming request's logprobs settings at its start: a session opened by a
-    # feed (no logprobs) and continued by an entropy segment killed the engine (the matrix's
-    # rstitch + KV sessions at c=16). The tier opens every session with the most it serves.
+
+def test_every_session_chunk_asks_for_the_same_logprobs_whatever_its_job():
+    # vLLM keeps the logprobs setting of a streaming request's first chunk: a session opened by
+    # a feed (no logprobs) and continued by an entropy segment killed the engine (the matrix's
+    # rstitch + KV sessions at c=16). Every chunk the tier submits asks for the most it serves.
     from relay_ray.config import TierConfig
     from relay_ray.engines.vllm_tier import VllmTierEngine
-    from relay_ray.types import Tier
+    from relay_ray.types import EntropyRule, Tier
 
-    seen = []
-
-    class Engine:
-        def generate(self, inputs, params, request_id):
-            seen.append(params)
-
-            async def stream():
-                async for _ in inputs:
-                    yield _output(0, "length")
-            return stream()
-
-    async def go():
-        tier = VllmTierEngine(Tier.LARGE, TierConfig(model="m", max_logprobs=7))
-        tier.engine = Engine()
-        session = tier._open_session("r")
-        await asyncio.sleep(0)
-        session.abort()
-        assert [p.logprobs for p in seen] == [7]
-    asyncio.run(go())
+    tier = VllmTierEngine(Tier.LARGE, TierConfig(model="m", max_logprobs=7))
+    feed = SegmentJob("r", 0, StopRule(max_new_tokens=1), prefill_only=True, kv_session=KvSession.KEEP)
+    entropy = SegmentJob("r", 1, StopRule(max_new_tokens=8, entropy=EntropyRule(0.3, above=False)),
+                         kv_session=KvSession.KEEP)
+    chunks = [tier._chunk_inputs(job)([1, 2], 1) for job in (feed, entropy)]
+    assert [c.sampling_params.logprobs for c in chunks] == [7, 7]
