@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from relay_ray.quality.matrix import Group
-from relay_ray.quality.matrix_report import Row, curve_rows
+from relay_ray.quality.matrix_report import Row, curve_rows, large_compute
 
 _CURVES = {"rstitch": ("tau sweep (rstitch)", "tab:blue", "o"), "relaygen": ("cue sets (relaygen)", "tab:orange", "s")}
 _SKIP = (Group.PEER, Group.COST)
@@ -23,7 +23,7 @@ def _points(rows: list[Row], compute: dict[str, float]) -> list[tuple]:
         lat = r.latency
         time = lat.large_time_share if lat is not None else None
         out.append((r, lat.mean_client_ms if lat is not None else None,
-                    compute.get(r.entry.label, r.full.large_compute_share),
+                    large_compute(r, compute),
                     time if time else None))  # log axis: rows that never use the large tier are left out
     return out
 

@@ -94,6 +94,13 @@ MAIN_COLUMNS = ("policy", "deployment", "accuracy", "95% CI", "p vs large", "lar
                 "c=16 req/s", "c=16 vs large-only", "c=16 vs large x2", "c=16 p95 ms")
 
 
+def large_compute(r: Row, spec_compute: dict[str, float]) -> float | None:
+    """The row's large compute share as the tables and the plot show it (None: not measured)."""
+    if r.entry.deployment == KV:  # the session feeds' prefill is computed but no response reports it
+        return None
+    return spec_compute.get(r.entry.label, r.full.large_compute_share)
+
+
 def main_table(all_rows: list[Row], spec_compute: dict[str, float] | None = None) -> str:
     by_label = {r.entry.label: r for r in all_rows}
     base, x2 = by_label.get(BASELINE), next((r for r in all_rows if r.entry.deployment == LARGE_X2), None)
@@ -102,9 +109,7 @@ def main_table(all_rows: list[Row], spec_compute: dict[str, float] | None = None
         if r.entry.group not in (Group.MAIN, Group.PEER) or r.full is None:
             continue
         f, lat = r.full, r.latency
-        compute = (spec_compute or {}).get(r.entry.label, f.large_compute_share)
-        if r.entry.deployment == KV:  # the session feeds' prefill is computed but no response reports it
-            compute = None
+        compute = large_compute(r, spec_compute or {})
         hand = "—" if r.into_large_p50_ms is None else (
             f"{r.into_large_p50_ms:.0f} ({r.into_large_p50_steps:.1f})" if r.into_large_p50_steps else
             f"{r.into_large_p50_ms:.0f}")

@@ -198,6 +198,21 @@ def test_a_run_matches_resumes_and_tabulates(tmp_path, fake_serve):
     assert "tau=0.12" in sweep_table(all_rows)
 
 
+def test_kv_session_rows_show_no_large_compute(tmp_path, fake_serve):
+    # A KV-session tier computes the feeds' tokens, which no response reports: its compute
+    # share would be an undercount (the first plot put relaygen + KV sessions at 5.3x).
+    from relay_ray.quality.matrix_report import large_compute
+
+    entries = [Entry(label="large-only", policy="large-only"),
+               Entry(label="rstitch", policy="rstitch", params={"tau": 0.12}, tau=0.12),
+               Entry(label="rstitch + KV sessions", policy="rstitch", params={"tau": 0.12}, tau=0.12, deployment=KV)]
+    by = {r.entry.label: r for r in rows(_run(tmp_path, entries))}
+    assert large_compute(by["rstitch"], {}) == pytest.approx(106 / 149)
+    assert large_compute(by["rstitch + KV sessions"], {}) is None
+    line = next(x for x in main_table(list(by.values())).splitlines() if x.startswith("| rstitch + KV"))
+    assert "n/a" in line
+
+
 def test_pareto_plot_is_written(tmp_path, fake_serve):
     pytest.importorskip("matplotlib")
     from relay_ray.quality.matrix_plot import plot
