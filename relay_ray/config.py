@@ -47,7 +47,7 @@ class SpeculativeConfig(_Strict):
 
 
 class KvSessionConfig(_Strict):
-    """KV sessions of a tier (engines/session.py): a relay request's whole KV cache, partial
+    """KV sessions of a tier (engines/session/): a relay request's whole KV cache, partial
     last block included, kept in one resumable vLLM request between the request's jobs, so a
     handoff computes only the tokens the tier has not seen (and prefill-ahead can feed those
     while the other tier writes). Used for jobs that ask for it (the controller's

@@ -66,7 +66,7 @@ class KvSession(enum.Enum):
     """What a tier does with a request's KV cache around one job (``SegmentJob.kv_session``).
 
     vLLM's prefix cache keeps whole KV blocks only, so a plain job recomputes the partial
-    last block of its prefix. A tier that keeps *sessions* (engines/session.py) holds a
+    last block of its prefix. A tier that keeps *sessions* (engines/session/) holds a
     request's whole KV, partial block included, between its jobs.
     """
 

@@ -16,7 +16,7 @@ segment has enough tokens left to hide it (fixed-length segments know their rema
 stop-string segments count their whole budget; feeds of a KV-session tier use the policy's
 mean segment length instead, since a feed still running at the switch delays it).
 
-A tier that keeps the request's KV in a *session* (``feed_tiers``, engines/session.py) keeps
+A tier that keeps the request's KV in a *session* (``feed_tiers``, engines/session/) keeps
 partial blocks too. Such a tier is *fed* instead: the generating tier reports every
 ``feed_interval_tokens`` tokens, and the receiving tier gets every token received so far, with
 at most one feed in flight (the next one carries everything that arrived meanwhile, so the

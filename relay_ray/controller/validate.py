@@ -28,7 +28,7 @@ class ControllerLimits:
     # Only the large tier by default: its delta prefill is the expensive one; warming the
     # small one saves little and costs a call.
     prefill_ahead_tiers: frozenset[Tier] = frozenset({Tier.LARGE})
-    # Tiers asked to keep a request's whole KV between its jobs (engines/session.py); there
+    # Tiers asked to keep a request's whole KV between its jobs (engines/session/); there
     # prefill-ahead feeds every ``feed_interval_tokens`` tokens, not whole blocks.
     kv_session_tiers: frozenset[Tier] = frozenset()
     feed_interval_tokens: int = 4

@@ -70,7 +70,7 @@ class VllmTierEngine:
         self.tokenizer = None
         self._info: TierInfo | None = None
         self._controls: tuple[str, ...] | None = None
-        self.sessions: kv.SessionPool | None = None  # KV sessions (engines/session.py), if enabled
+        self.sessions: kv.SessionPool | None = None  # KV sessions (engines/session/), if enabled
 
     async def start(self) -> None:
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -229,7 +229,7 @@ class VllmTierEngine:
         passes (raising :class:`TimeoutError`), or when the caller stops iterating
         (cancellation): vLLM's ``generate`` aborts its request when closed. Jobs asking for
         ``KvSession.KEEP`` run in the request's KV session when this tier keeps sessions
-        (engines/session.py), else (or when the session is lost midway) plainly.
+        (engines/session/), else (or when the session is lost midway) plainly.
         """
         t_submit = time.perf_counter()
         if job.kv_session is KvSession.END:

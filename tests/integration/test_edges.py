@@ -61,9 +61,15 @@ def test_ten_times_the_admission_limit_is_refused_fast(relay_server):
     rejected = sorted(t for code, t in outcomes if code == "RESOURCE_EXHAUSTED")
     served = [t for code, t in outcomes if code == "OK"]
     assert len(served) >= LIMIT and len(rejected) >= 10 * LIMIT
-    # Refused at once, not after a wait in a queue (a queued call waits seconds). The client's
-    # own 80-call event loop and two shared cores add tens of ms: the slowest 5% are reported.
-    assert statistics.quantiles(rejected, n=20)[-1] < 0.1 and rejected[-1] < 0.5, rejected[-5:]
+    # Refused at once, not after a wait in a queue: a queued call waits for a running one to
+    # finish, so the bound is the served calls' own latency in this run (machines here differ 3x
+    # in speed; an absolute bound failed on a slower one). The absolute figures are printed and
+    # recorded in docs/reliability.md.
+    served_p50 = statistics.median(served)
+    rejected_p95 = statistics.quantiles(rejected, n=20)[-1]
+    print(f"\nrejected: {len(rejected)}, p95 {rejected_p95 * 1000:.0f} ms, max {rejected[-1] * 1000:.0f} ms; "
+          f"served: {len(served)}, p50 {served_p50 * 1000:.0f} ms")
+    assert rejected_p95 < served_p50 / 5 and rejected[-1] < served_p50, (rejected[-5:], served_p50)
     assert rss_mib(controller) - rss_before < 50
 
 

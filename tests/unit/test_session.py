@@ -1,4 +1,4 @@
-"""KV sessions (engines/session.py) against a fake engine with vLLM's streaming-input semantics.
+"""KV sessions (engines/session/) against a fake engine with vLLM's streaming-input semantics.
 
 The fake model's next token is a function of the whole context, so a session whose context
 went wrong (a token too many or too few) writes different tokens than a plain run: every
