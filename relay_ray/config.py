@@ -53,7 +53,9 @@ class KvSessionConfig(_Strict):
     while the other tier writes). Used for jobs that ask for it (the controller's
     ``kv_session_tiers``); jobs the pool has no room for run plainly."""
 
-    enabled: bool = Field(True, description="keep sessions for jobs that ask (KvSession.KEEP)")
+    enabled: bool = Field(False, description="keep sessions for jobs that ask (KvSession.KEEP); off by default: "
+                          "measured slower for rstitch and relaygen (docs/benchmarks.md, 'Item 3: KV sessions'), and "
+                          "a tier that keeps them runs extra warm-up jobs at start")
     step_tokens: int = Field(
         4, ge=0, le=4096, description="tokens of a segment whose stop rule can end it early that run one engine "
         "step per input chunk (an early stop inside a chunk loses the session); the rest run as one chunk")
@@ -221,3 +223,11 @@ class RelayConfig(_Strict):
             return tier.model_copy(update=updates)
 
         return self.model_copy(update={"large": fix(self.large), "small": fix(self.small)})
+
+    @model_validator(mode="after")
+    def _check(self) -> RelayConfig:
+        for tier in self.controller.kv_session_tiers:
+            if not getattr(self, tier.value).kv_sessions.enabled:
+                raise ValueError(f"controller.kv_session_tiers names the {tier.value} tier, whose sessions are off: "
+                                 f"set {tier.value}.kv_sessions.enabled: true")
+        return self

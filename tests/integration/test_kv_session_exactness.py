@@ -32,7 +32,7 @@ def kv_client(relay_server):
     from relay_ray.config import RelayConfig
     from relay_ray.serve.builder import build_app
 
-    sessions = {"kv_sessions": {"step_tokens": 2}}
+    sessions = {"kv_sessions": {"enabled": True, "step_tokens": 2}}
     config = RelayConfig(large=tier("demo-small", "0", **sessions), small=tier("demo-small", "1"),
                          controller={"max_new_tokens_limit": 512, "kv_session_tiers": ["large"],
                                      "prefill_ahead": True, "prefill_ahead_tiers": ["large"],

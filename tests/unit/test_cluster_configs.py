@@ -94,6 +94,8 @@ def test_gpu_config_has_the_production_shape():
     ({"large": {"model": "m", "autoscaling": {"hysteresis": 1.0}}, "small": {"model": "m"}}, "hysteresis"),
     ({"large": {"model": "m"}, "small": {"model": "m"}, "tracing": {"exporter": "otlp"}}, "otlp_endpoint"),
     ({"large": {"model": "m"}, "small": {"model": "m"}, "tracing": {"exporter": "zipkin"}}, "tracing.exporter"),
+    ({"large": {"model": "m"}, "small": {"model": "m"}, "controller": {"kv_session_tiers": ["large"]}},
+     "large.kv_sessions.enabled"),
 ])
 def test_bad_config_is_rejected_naming_the_field(bad, field):
     from pydantic import ValidationError
