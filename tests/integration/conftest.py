@@ -140,16 +140,6 @@ def arith_servers() -> dict[str, str]:
             stop_tier(proc)
 
 
-@pytest.fixture(scope="module")
-def arith_caller_tiers():
-    """RelayLLM's tiers, started side by side: the trained large model and the caller, by tier."""
-    from tests.integration.tier_servers import tier_pair
-
-    demo_models = _need_trained_models()
-    with tier_pair(demo_models / "arith-large", demo_models / "arith-caller") as addresses:
-        yield addresses
-
-
 @pytest.fixture(scope="session")
 def pair_client(relay_server):
     with relay_server.client("pair") as client:

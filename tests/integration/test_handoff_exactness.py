@@ -3,24 +3,19 @@
 - Both tiers serve the *same* model (the ``same`` app): every policy that keeps all the
   tokens it generates writes exactly what that model writes alone (large-only).
 - RelayLLM removes its ``<call>n</call>`` commands, so "the model alone" is not its
-  reference: the trained caller (``demo-models/arith-caller``, small tier) relays to the
-  trained large model (large tier; standalone gRPC tier servers) and the output must equal
-  the same rules run over one torch greedy loop of the same two models
-  (:func:`relay_ray.models.relay_sim.relayllm_relay`), with real switches.
+  reference: its exactness test runs on the trained pair's tier servers
+  (``test_trained_models.py``, which starts them once).
 """
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
 from relay_ray.client import build_request
-from relay_ray.types import CALL_OPEN, Tier
 from relay_ray.v1 import common_pb2
 
 pytestmark = pytest.mark.integration
@@ -28,8 +23,6 @@ NUM_PROMPTS, NEW_TOKENS = 20, 64
 CONCURRENT_REQUESTS = 4
 PROMPTS = [f"So we add {i} and {7 * i + 3}, so the sum is {8 * i + 3}. Now compute the product"
            for i in range(NUM_PROMPTS)]
-DEMO_MODELS = Path(__file__).resolve().parents[2] / "demo-models"
-CALLER_PROBLEMS, CALLER_NEW_TOKENS, MAX_CALLS = 6, 400, 32
 
 
 @pytest.fixture(scope="module")
@@ -96,53 +89,3 @@ def test_segments_of_a_request_stay_on_one_replica(same_client):
         assert len(small) == 1, f"request {i} used small replicas {small}"
         replicas_seen |= small
     assert len(replicas_seen) == 2, "requests should spread over both small replicas"
-
-
-def _relayllm_served(addresses: dict, prompts: list[str]) -> list:
-    """(prompt ids as the large tier prepared them, RelayResult) per prompt, one by one."""
-    from relay_ray.controller import RelayController, RelayResult
-    from relay_ray.transport.grpc_client import GrpcTierClient
-    from relay_ray.types import ChatMessage, PromptInput, RelayRequest
-
-    async def go() -> list:
-        tiers = {tier: GrpcTierClient([addr]) for tier, addr in addresses.items()}
-        controller = RelayController(tiers)
-        out = []
-        for prompt in prompts:
-            prompt_input = PromptInput(messages=(ChatMessage("user", prompt),))
-            prepared = await tiers[Tier.LARGE].prepare(prompt_input)
-            request = RelayRequest(prompt_input, "relayllm", {"max_calls": MAX_CALLS},
-                                   max_new_tokens=CALLER_NEW_TOKENS)
-            async for event in controller.generate(request):
-                if isinstance(event, RelayResult):
-                    out.append((prepared.token_ids, event))
-        return out
-    return asyncio.run(go())
-
-
-def test_relayllm_switches_and_equals_its_rules_over_one_torch_greedy_loop(arith_caller_tiers):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from relay_ray.models.relay_sim import relayllm_relay
-    from relay_ray.models.sequences import encode_prompt
-    from relay_ray.tasks.splits import eval_splits
-
-    problems = eval_splits()["test"][:CALLER_PROBLEMS]
-    served = _relayllm_served(arith_caller_tiers, [p.prompt for p in problems])
-    tokenizer = AutoTokenizer.from_pretrained(str(DEMO_MODELS / "arith-caller"))
-    caller, large = (AutoModelForCausalLM.from_pretrained(str(DEMO_MODELS / name), dtype=torch.float32)
-                     for name in ("arith-caller", "arith-large"))
-    num_calls = []
-    for problem, (prompt_ids, result) in zip(problems, served):
-        assert list(prompt_ids) == encode_prompt(tokenizer, problem.prompt)
-        expected = relayllm_relay(caller, large, tokenizer, list(prompt_ids), CALLER_NEW_TOKENS, MAX_CALLS)
-        assert list(result.token_ids) == list(expected.token_ids), f"diverged on {problem.prompt!r}"
-        assert result.text == tokenizer.decode(expected.token_ids, skip_special_tokens=True)
-        assert result.stats.tokens_by_tier[Tier.LARGE] == expected.num_large_tokens
-        assert result.stats.tokens_by_tier[Tier.SMALL] == expected.num_small_tokens
-        assert CALL_OPEN not in result.text
-        num_calls.append(expected.num_calls)
-    switches = [r.stats.num_switches for _, r in served]
-    print(f"relayllm: commands per request {num_calls}, switches {switches}")
-    assert statistics.mean(switches) >= 2, f"the caller handed too little to the large tier: {switches}"

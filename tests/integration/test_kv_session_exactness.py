@@ -19,7 +19,7 @@ from relay_ray.v1 import common_pb2
 from tests.integration.conftest import tier
 
 pytestmark = pytest.mark.integration
-NUM_PROMPTS, NEW_TOKENS = 16, 64
+NUM_PROMPTS, NEW_TOKENS = 8, 64
 PROMPTS = [f"So we add {i} and {7 * i + 3}, so the sum is {8 * i + 3}. Now compute the product"
            for i in range(NUM_PROMPTS)]
 APP = "same-kv"
@@ -82,6 +82,7 @@ def test_sessions_reproduce_the_model_alone(kv_client, baselines, name):
           f"with a partial block: {partial_blocks_kept}")
     if name in ("fixed-ratio", "fixed-ratio-1", "rstitch"):
         assert statistics.mean(switches) >= 2, f"{name} switched too rarely to test handoffs: {switches}"
+    if name.startswith("fixed"):  # rstitch's rule aborts its long chunks: its sessions reopen from whole blocks
         assert partial_blocks_kept > 0, "no large segment ran in a session"
 
 

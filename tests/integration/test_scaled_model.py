@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "demo-models" / "arith-large"
 SCALED = ROOT / "models" / "arith-large-scaled"
-NUM_PROMPTS = 30
+NUM_PROMPTS = 20
 
 
 def test_scaled_model_gives_arith_large_greedy_answers():
