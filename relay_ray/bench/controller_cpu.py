@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from relay_ray.controller import RelayController
-from relay_ray.controller.events import RelayResult
 from relay_ray.engines.stopping import SegmentStopper
 from relay_ray.types import (
     FinishReason,
@@ -112,26 +111,19 @@ def _telemetry(record_spans: bool):
     return TelemetryObserver(_NullMetrics())
 
 
-async def _relay(controller: RelayController, request: RelayRequest) -> RelayResult:
-    async for event in controller.generate(request):
-        if isinstance(event, RelayResult):
-            return event
-    raise RuntimeError("relay ended without a result")
-
-
 async def _measure(label: str, num_requests: int, max_new_tokens: int, record_spans: bool) -> ControllerCpu:
     policy, params = POLICIES[label]
     tiers = {Tier.LARGE: InstantTier(Tier.LARGE, 1), Tier.SMALL: InstantTier(Tier.SMALL, 1)}
     controller = RelayController(tiers, observer=_telemetry(record_spans))
     segments = 0
     for i in range(3):  # warm caches and imports
-        await _relay(controller, RelayRequest(PromptInput(text="warm"), policy, params,
-                                                      max_new_tokens=max_new_tokens, request_id=f"w{i}"))
+        await controller.run(RelayRequest(PromptInput(text="warm"), policy, params,
+                                          max_new_tokens=max_new_tokens, request_id=f"w{i}"))
     for tier in tiers.values():
         tier.cpu_s = 0.0
     t0 = time.process_time()
     for i in range(num_requests):
-        result = await _relay(controller, RelayRequest(
+        result = await controller.run(RelayRequest(
             PromptInput(text=f"q{i}"), policy, params, max_new_tokens=max_new_tokens, request_id=f"r{i}"))
         segments += result.stats.num_segments
     total_s = time.process_time() - t0
