@@ -4,7 +4,8 @@ Replica counts are what Serve is running or starting (its autoscaling target); o
 new vLLM replica takes tens of seconds to become RUNNING under load, recorded separately.
 
 Runs loadtest/autoscale_scenario.py (its own Ray instance, so it must not overlap with the
-session's relay applications: this module sorts first and uses no session fixture).
+session's relay applications: it uses no session fixture, so tests/conftest.py runs it
+before the session starts).
 """
 
 from __future__ import annotations
