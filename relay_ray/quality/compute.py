@@ -137,13 +137,15 @@ class Handoffs:
     into_large_per_request: float
     into_large_p50_ms: float | None
     into_large_p50_steps: float | None
+    into_large_uncached_p50: float | None = None  # tokens the large tier computed before its first new one
 
 
 def handoffs_into_large(results: Sequence[ItemResult], large: TierCost | None) -> Handoffs:
     """A switch's cost is what the receiving tier and the path to it add before its first new
     token: controller + transport + queueing + the tier's delta prefill with that first token."""
-    costs = [s.handoff_ms + s.queue_ms + s.prefill_ms
-             for r in results for i, s in enumerate(r.segments) if i > 0 and s.large]
+    into = [s for r in results for i, s in enumerate(r.segments) if i > 0 and s.large]
+    costs = [s.handoff_ms + s.queue_ms + s.prefill_ms for s in into]
     p50 = statistics.median(costs) if costs else None
     steps = p50 / large.ms_per_token if p50 is not None and large is not None else None
-    return Handoffs(len(costs) / len(results) if results else 0.0, p50, steps)
+    uncached = statistics.median(max(0, s.num_prompt_tokens - s.num_cached_tokens) for s in into) if into else None
+    return Handoffs(len(costs) / len(results) if results else 0.0, p50, steps, uncached)

@@ -36,6 +36,16 @@ CONFIGS = {SCALED: "cluster/serve-scaled.yaml", CALLER: "cluster/serve-scaled-ca
 # Peers on both cores: two one-core replicas of the large tier (balanced routing), built
 # from a served config (docs/benchmarks.md: tensor parallelism and two replicas measured alike).
 PEERS = {LARGE_X2: SCALED, SPEC_X2: SPEC}
+# Item 3's prefill-ahead ablation on the real policies: each arm pair runs its latency passes in
+# one run, against a large-only latency pass of the same run. A derived deployment is its base
+# config with the controller's prefill-ahead set as given (the plain arm re-runs the base).
+ABLATION, SCALED_PA, CALLER_ABL, CALLER_PA = ("scaled (ablation)", "scaled + prefill-ahead", "caller (ablation)",
+                                              "caller + prefill-ahead")
+PREFILL_AHEAD_ARMS = {ABLATION: (SCALED, False), SCALED_PA: (SCALED, True), CALLER_ABL: (CALLER, False),
+                      CALLER_PA: (CALLER, True)}
+# Where a deployment without single-tier runs of its own takes its tier costs: (large, small).
+COST_FROM = {ABLATION: (ABLATION, SCALED), SCALED_PA: (ABLATION, SCALED), CALLER_ABL: (ABLATION, CALLER),
+             CALLER_PA: (ABLATION, CALLER)}
 CUES_FILE = "demo-models/relaygen-cues.json"
 DECISIONS_FILE = "data/arith/scaled-decisions.json"
 TAUS = (0.02, 0.05, 0.08, 0.12, 0.2, 0.3)
@@ -47,6 +57,7 @@ class Group(str, enum.Enum):
     TAU_SWEEP = "tau sweep"
     CUE_SETS = "cue sets"
     PEER = "peer"
+    HANDOFF = "handoff ablation"  # latency passes only: the handoff into the large tier, arm by arm
     COST = "cost"  # single-tier latency runs that give a deployment's tier costs
 
 
@@ -146,7 +157,21 @@ def final_plan(decisions: Decisions, cues_file: str = CUES_FILE, taus=TAUS, curv
     peers = [Entry(label="large-only x2", policy="large-only", deployment=LARGE_X2, group=Group.PEER, latency=False),
              Entry(label="spec decoding x2", policy="large-only", deployment=SPEC_X2, group=Group.PEER,
                    latency=False)]
-    return main + sweep + caller + spec + kv + peers
+    return main + sweep + caller + spec + kv + peers + prefill_ahead_ablation(tau, cue_set, sets[cue_set])
+
+
+def prefill_ahead_ablation(tau: float, cue_set: str, cue_params: dict) -> list[Entry]:
+    """Each real policy with prefill-ahead off and on, latency passes only (the answers are the
+    same by greedy exactness), after a large-only latency pass that gives this run's decode step."""
+    arms = [Entry(label="large-only (ablation)", policy="large-only", deployment=ABLATION, group=Group.HANDOFF,
+                  full=False)]
+    for deployment, arm in ((ABLATION, "prefill-ahead off"), (SCALED_PA, "prefill-ahead")):
+        arms += [_rstitch(f"rstitch, {arm}", tau, Group.HANDOFF, deployment=deployment, full=False),
+                 _relaygen(f"relaygen, {arm}", cue_set, cue_params, Group.HANDOFF, deployment=deployment, full=False)]
+    for deployment, arm in ((CALLER_ABL, "prefill-ahead off"), (CALLER_PA, "prefill-ahead")):
+        arms.append(Entry(label=f"relayllm, {arm}", policy="relayllm", params=RELAYLLM_PARAMS, deployment=deployment,
+                          group=Group.HANDOFF, full=False))
+    return arms
 
 
 def check_plan(entries: list[Entry]) -> None:

@@ -99,6 +99,7 @@ def run(args) -> int:
 
 
 def report(out: Path, png: str | None = None) -> int:
+    from relay_ray.quality.matrix_ablation import ablation_table
     from relay_ray.quality.matrix_plot import plot
     from relay_ray.quality.matrix_report import main_table, rows, spec_compute_shares, sweep_table, targets_table
     from relay_ray.quality.matrix_run import MatrixResults, deployment_config
@@ -118,6 +119,9 @@ def report(out: Path, png: str | None = None) -> int:
                  f"{d['relaygen_cue_set']!r}.", ""]
     md = "\n".join(head + ["### Policies", main_table(all_rows, compute), "", "### Tau sweep and cue sets",
                            sweep_table(all_rows), "", "### Against the issue's targets", targets_table(all_rows), ""])
+    ablation = ablation_table(all_rows)
+    if ablation:
+        md += "\n### Prefill-ahead ablation (latency passes of one run)\n" + ablation + "\n"
     if compute:
         md += ("\nSpeculative decoding's large compute counts k + 1 positions per verification step from the "
                "greedy traces (relay_ray/quality/compute.py); relay + spec rows count only what segments report.\n")

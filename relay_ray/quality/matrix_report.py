@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from relay_ray.bench.console import table
 from relay_ray.quality.compute import TierCost, efficiency, handoffs_into_large
-from relay_ray.quality.matrix import KV, LARGE_X2, SCALED, SPEC, Decisions, Entry, Group
+from relay_ray.quality.matrix import COST_FROM, KV, LARGE_X2, SCALED, SPEC, Decisions, Entry, Group
 from relay_ray.quality.matrix_run import EntryResult, MatrixResults, Pass
 from relay_ray.quality.report import Summary, against, fmt_p, fmt_pct, summarize
 from relay_ray.quality.runs import PolicyRun
@@ -32,6 +32,7 @@ class Row:
     into_large_per_request: float | None
     into_large_p50_ms: float | None
     into_large_p50_steps: float | None
+    into_large_uncached_p50: float | None = None
 
 
 def _summary(record: EntryResult, which: str) -> Summary | None:
@@ -67,19 +68,21 @@ def rows(results: MatrixResults) -> list[Row]:
         if lat is not None and base_lat is not None:
             lat = against(lat, r.latency.results, base_lat, base.latency.results)
         large, small = costs.get(r.entry.deployment, (None, None))
-        scaled_large, scaled_small = costs.get(SCALED, (None, None))
-        large, small = large or scaled_large, small or scaled_small
+        large_from, small_from = COST_FROM.get(r.entry.deployment, (SCALED, SCALED))
+        large = large or costs.get(large_from, (None, None))[0] or costs.get(SCALED, (None, None))[0]
+        small = small or costs.get(small_from, (None, None))[1] or costs.get(SCALED, (None, None))[1]
         eff = hand = None
         if r.latency is not None and large is not None and small is not None:
             eff = efficiency(r.latency.results, large, small)
         if r.latency is not None:
             hand = handoffs_into_large(r.latency.results, large)
         out.append(Row(r.entry, full, lat, eff, hand.into_large_per_request if hand else None,
-                       hand.into_large_p50_ms if hand else None, hand.into_large_p50_steps if hand else None))
+                       hand.into_large_p50_ms if hand else None, hand.into_large_p50_steps if hand else None,
+                       hand.into_large_uncached_p50 if hand else None))
     return out
 
 
-def _num(x: float | None, fmt: str = "{:.0f}", none: str = "—") -> str:
+def fmt_num(x: float | None, fmt: str = "{:.0f}", none: str = "—") -> str:
     return none if x is None else fmt.format(x)
 
 
@@ -116,11 +119,11 @@ def main_table(all_rows: list[Row], spec_compute: dict[str, float] | None = None
         body.append([
             r.entry.label, r.entry.deployment, fmt_pct(f.accuracy), f"{100 * f.accuracy_low:.1f}-"
             f"{100 * f.accuracy_high:.1f}", fmt_p(f.mcnemar_p), fmt_pct(f.large_share), fmt_pct(compute),
-            fmt_pct(lat.large_time_share if lat else None), f"{f.switches_per_request:.1f}", _num(lat.mean_client_ms if lat else None),
-            _num(base.latency.mean_client_ms / lat.mean_client_ms if lat and base and base.latency else None,
-                 "{:.2f}x"), _num(r.efficiency, "{:.2f}"), hand,
-            _num(f.requests_per_s, "{:.2f}"), _throughput_vs(r, base), _throughput_vs(r, x2),
-            _num(f.p95_client_ms)])
+            fmt_pct(lat.large_time_share if lat else None), f"{f.switches_per_request:.1f}", fmt_num(lat.mean_client_ms if lat else None),
+            fmt_num(base.latency.mean_client_ms / lat.mean_client_ms if lat and base and base.latency else None,
+                 "{:.2f}x"), fmt_num(r.efficiency, "{:.2f}"), hand,
+            fmt_num(f.requests_per_s, "{:.2f}"), _throughput_vs(r, base), _throughput_vs(r, x2),
+            fmt_num(f.p95_client_ms)])
     return table(MAIN_COLUMNS, body)
 
 
@@ -137,8 +140,8 @@ def sweep_table(all_rows: list[Row]) -> str:
         body.append([f"{r.entry.policy}{' (chosen)' if r.entry.group is Group.MAIN else ''}", point,
                      fmt_pct(f.accuracy), f"{100 * f.accuracy_low:.1f}-{100 * f.accuracy_high:.1f}",
                      fmt_p(f.mcnemar_p), fmt_pct(f.large_share), fmt_pct(f.large_compute_share),
-                     f"{f.switches_per_request:.1f}", _num(r.latency.mean_client_ms if r.latency else None),
-                     _num(r.efficiency, "{:.2f}")])
+                     f"{f.switches_per_request:.1f}", fmt_num(r.latency.mean_client_ms if r.latency else None),
+                     fmt_num(r.efficiency, "{:.2f}")])
     return table(SWEEP_COLUMNS, body)
 
 
@@ -177,10 +180,10 @@ def _low_switch_targets(r: Row, base: Row, x2: Row | None) -> list[list[str]]:
     name = r.entry.label
     return [[f"{name}: accuracy within 1 point of large-only, McNemar p > 0.05",
              f"{100 * f.accuracy:.1f}% vs {100 * b.accuracy:.1f}%, p {fmt_p(f.mcnemar_p)}", _check(close)],
-            [f"{name}: >= 6x large-only's c=1 latency (aim 10x)", _num(sp, "{:.2f}x"), _check(_ge(sp, 6.0))],
+            [f"{name}: >= 6x large-only's c=1 latency (aim 10x)", fmt_num(sp, "{:.2f}x"), _check(_ge(sp, 6.0))],
             [f"{name}: >= 3x throughput at c=16 (vs large-only on both cores / on one)",
-             f"{_num(tp2, '{:.2f}x')} / {_num(tp, '{:.2f}x')}", _check(_ge(tp2, 3.0))],
-            [f"{name}: efficiency >= 0.6 at c=1 (aim 0.85)", _num(r.efficiency, "{:.2f}"), _check(_ge(r.efficiency, 0.6))]]
+             f"{fmt_num(tp2, '{:.2f}x')} / {fmt_num(tp, '{:.2f}x')}", _check(_ge(tp2, 3.0))],
+            [f"{name}: efficiency >= 0.6 at c=1 (aim 0.85)", fmt_num(r.efficiency, "{:.2f}"), _check(_ge(r.efficiency, 0.6))]]
 
 
 def targets_table(all_rows: list[Row]) -> str:
@@ -198,14 +201,14 @@ def targets_table(all_rows: list[Row]) -> str:
         sp = _speedup(gen, base)
         body += [["relaygen: >= 99% of large-only's accuracy", f"{100 * gen.full.accuracy / base.full.accuracy:.1f}%",
                   _check(gen.full.accuracy >= 0.99 * base.full.accuracy)],
-                 ["relaygen: >= 1.15x at c=1", _num(sp, "{:.2f}x"), _check(_ge(sp, 1.15))],
-                 ["relaygen: efficiency >= 0.85 at c=1", _num(gen.efficiency, "{:.2f}"), _check(_ge(gen.efficiency, 0.85))]]
+                 ["relaygen: >= 1.15x at c=1", fmt_num(sp, "{:.2f}x"), _check(_ge(sp, 1.15))],
+                 ["relaygen: efficiency >= 0.85 at c=1", fmt_num(gen.efficiency, "{:.2f}"), _check(_ge(gen.efficiency, 0.85))]]
     for r in all_rows:
         if r.entry.group is not Group.MAIN or r.entry.policy not in ("rstitch", "relaygen", "relayllm"):
             continue
         if spec is not None:
             faster = _speedup(r, spec)
-            body.append([f"{r.entry.label} faster than speculative decoding alone (c=1)", _num(faster, "{:.2f}x"),
+            body.append([f"{r.entry.label} faster than speculative decoding alone (c=1)", fmt_num(faster, "{:.2f}x"),
                          _check(_ge(faster, 1.0))])
         if r.into_large_p50_steps is not None:
             body.append([f"{r.entry.label}: handoff into the large tier p50 <= 1.5 decode steps",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from relay_ray.quality.matrix import CONFIGS, PEERS, Entry
+from relay_ray.quality.matrix import CONFIGS, PEERS, PREFILL_AHEAD_ARMS, Entry
 from relay_ray.quality.runner import ItemResult
 
 APP_NAME = "relay"
@@ -57,11 +57,17 @@ class MatrixResults(BaseModel):
 
 
 def deployment_config(name: str, root: Path = Path(".")):
-    """The RelayConfig of deployment ``name``: a served config file, or a two-core peer."""
+    """The RelayConfig of deployment ``name``: a served config file, an ablation arm of one, or
+    a two-core peer."""
     from relay_ray.serve.local import load_serve_file
 
     if name in CONFIGS:
         return load_serve_file(root / CONFIGS[name]).relay
+    if name in PREFILL_AHEAD_ARMS:
+        base_name, prefill_ahead = PREFILL_AHEAD_ARMS[name]
+        base = deployment_config(base_name, root)
+        controller = base.controller.model_copy(update={"prefill_ahead": prefill_ahead})
+        return base.model_copy(update={"controller": controller})
     base = deployment_config(PEERS[name], root)
     cores = (base.large.cpu_threads_bind or "0", base.small.cpu_threads_bind or "1")
     large = base.large.model_copy(update={"num_replicas": 2, "cpu_threads_bind_by_replica": cores,

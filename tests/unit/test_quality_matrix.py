@@ -272,3 +272,34 @@ def test_targets_table_checks_the_issue_targets(tmp_path, fake_serve):
     # its switch into the large tier costs 2 + 30 ms = 1.6 of the large tier's 20 ms steps: missed
     assert "| 1.6 " in lines["rstitch: handoff into the large tier p50 <= 1.5 decode steps"]
     assert "**no**" in lines["rstitch: handoff into the large tier p50 <= 1.5 decode steps"]
+
+
+def test_prefill_ahead_arms_differ_from_their_base_only_in_prefill_ahead():
+    from relay_ray.quality.matrix import PREFILL_AHEAD_ARMS
+    from relay_ray.quality.matrix_run import deployment_config
+
+    for name, (base, prefill_ahead) in PREFILL_AHEAD_ARMS.items():
+        arm, plain = deployment_config(name), deployment_config(base)
+        assert arm.controller.prefill_ahead is prefill_ahead
+        assert arm.model_copy(update={"controller": plain.controller}) == plain
+
+
+def test_ablation_arms_run_in_pairs_against_their_own_large_only(tmp_path, fake_serve):
+    from relay_ray.quality.matrix import ABLATION, CALLER_ABL, CALLER_PA, SCALED_PA, prefill_ahead_ablation
+    from relay_ray.quality.matrix_ablation import ablation_table
+
+    arms = prefill_ahead_ablation(0.12, "calibrated", {"cues": ["Next,"]})
+    assert [e for e in arms if e.full] == [] and {e.group for e in arms} == {Group.HANDOFF}
+    assert [e.label for e in final_plan(DECISIONS)][-len(arms):] == [e.label for e in arms]
+    entries = [Entry(label="large-only", policy="large-only"), Entry(label="small-only", policy="small-only")] + arms
+    check_plan(entries)
+    by = {r.entry.label: r for r in rows(_run(tmp_path, entries))}
+    assert fake_serve == [SCALED, ABLATION, SCALED_PA, CALLER_ABL, CALLER_PA]
+    # steps count against the ablation's own large-only (20 ms per token in the fake)
+    assert by["rstitch, prefill-ahead"].into_large_p50_steps == pytest.approx(32.0 / 20.0)
+    assert by["relayllm, prefill-ahead off"].into_large_uncached_p50 == 100
+    lines = ablation_table(list(by.values())).splitlines()
+    arm_lines = [x for x in lines if x.startswith(("| rstitch", "| relaygen", "| relayllm"))]
+    assert len(arm_lines) == 6 and all("32 (1.60)" in x for x in arm_lines)
+    assert [x.split("|")[4].strip() for x in arm_lines] == ["—", "—", "1.00x", "1.00x", "—", "1.00x"]
+    assert ablation_table([by["rstitch"]] if "rstitch" in by else []) == ""

@@ -1,0 +1,43 @@
+"""The prefill-ahead ablation's table (issue 10 item 3): each real policy with prefill-ahead off
+and on, latency passes of one run, against that run's large-only decode step.
+
+A handoff into the large tier costs the large tier's time to its first new token: a fixed
+engine-step cost plus the prefill of every token it has not cached (the other tier's tokens
+since its last segment, and the partial last KV block, which vLLM's prefix cache never keeps).
+Prefill-ahead warms the large tier's cache with whole blocks while the small tier writes, so
+the column to read is "uncached at handoff" next to the handoff's cost.
+"""
+
+from __future__ import annotations
+
+from relay_ray.bench.console import table
+from relay_ray.quality.matrix import Group
+from relay_ray.quality.matrix_report import Row, fmt_num
+
+COLUMNS = ("policy", "prefill-ahead", "c=1 ms", "c=1 vs off", "c=1 speedup (this run)", "efficiency",
+           "into-large per request", "uncached at handoff p50", "into-large p50 ms (steps)")
+BASE_LABEL = "large-only (ablation)"
+
+
+def ablation_table(all_rows: list[Row]) -> str:
+    """One line per arm; empty when the run has no ablation rows."""
+    arms = [r for r in all_rows if r.entry.group is Group.HANDOFF and r.latency is not None]
+    by = {r.entry.label: r for r in arms}
+    base = by.get(BASE_LABEL)
+    body = []
+    for r in arms:
+        if r.entry.label == BASE_LABEL:
+            continue
+        policy, _, arm = r.entry.label.partition(", ")
+        off = by.get(f"{policy}, prefill-ahead off")
+        ms = r.latency.mean_client_ms
+        vs_off = off.latency.mean_client_ms / ms if off is not None and off is not r else None
+        speedup = base.latency.mean_client_ms / ms if base is not None else None
+        steps = f" ({r.into_large_p50_steps:.2f})" if r.into_large_p50_steps is not None else ""
+        body.append([policy, "on" if arm == "prefill-ahead" else "off", fmt_num(ms), fmt_num(vs_off, "{:.2f}x"),
+                     fmt_num(speedup, "{:.2f}x"), fmt_num(r.efficiency, "{:.2f}"), fmt_num(r.into_large_per_request, "{:.1f}"),
+                     fmt_num(r.into_large_uncached_p50), fmt_num(r.into_large_p50_ms) + steps])
+    if not body:
+        return ""
+    note = (f"\nlarge-only in this run: {fmt_num(base.latency.mean_client_ms)} ms at c=1" if base is not None else "")
+    return table(COLUMNS, body) + note
