@@ -162,12 +162,20 @@ def final_plan(decisions: Decisions, cues_file: str = CUES_FILE, taus=TAUS, curv
 
 def prefill_ahead_ablation(tau: float, cue_set: str, cue_params: dict) -> list[Entry]:
     """Each real policy with prefill-ahead off and on, latency passes only (the answers are the
-    same by greedy exactness), after a large-only latency pass that gives this run's decode step."""
-    arms = [Entry(label="large-only (ablation)", policy="large-only", deployment=ABLATION, group=Group.HANDOFF,
-                  full=False)]
+    same by greedy exactness), and a large-only latency pass that gives this run's decode step.
+
+    Every arm finds the same prefix cache: each deployment starts with fresh engines, and the
+    arms run in the same order on both. Large-only runs after the off arms, never before them:
+    its answers to the same items would sit in the large tier's prefix cache and serve part of
+    their handoffs (a first run with large-only first measured 14 uncached tokens per handoff
+    for rstitch off against 9 on, and its arms could not be compared)."""
+    arms = []
     for deployment, arm in ((ABLATION, "prefill-ahead off"), (SCALED_PA, "prefill-ahead")):
         arms += [_rstitch(f"rstitch, {arm}", tau, Group.HANDOFF, deployment=deployment, full=False),
                  _relaygen(f"relaygen, {arm}", cue_set, cue_params, Group.HANDOFF, deployment=deployment, full=False)]
+        if deployment == ABLATION:
+            arms.append(Entry(label="large-only (ablation)", policy="large-only", deployment=ABLATION,
+                              group=Group.HANDOFF, full=False))
     for deployment, arm in ((CALLER_ABL, "prefill-ahead off"), (CALLER_PA, "prefill-ahead")):
         arms.append(Entry(label=f"relayllm, {arm}", policy="relayllm", params=RELAYLLM_PARAMS, deployment=deployment,
                           group=Group.HANDOFF, full=False))
