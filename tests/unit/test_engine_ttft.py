@@ -1,0 +1,17 @@
+"""The engine TTFT micro-benchmark refuses arguments it cannot measure, before starting an engine."""
+
+from __future__ import annotations
+
+import pytest
+
+from relay_ray.bench import engine_ttft
+
+
+def test_zero_uncached_tokens_is_refused(capsys):
+    assert engine_ttft.main(["--uncached", "0", "8"]) == 2
+    assert "at least 1" in capsys.readouterr().err
+
+
+def test_contexts_off_the_block_size_are_refused():
+    with pytest.raises(SystemExit, match=r"multiples of the large tier's block size \(32\)"):
+        engine_ttft.main(["--config", "cluster/serve-scaled.yaml", "--contexts", "100"])
