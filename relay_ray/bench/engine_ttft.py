@@ -37,17 +37,20 @@ def _parser() -> argparse.ArgumentParser:
                    help="cached prompt lengths in tokens (multiples of the block size)")
     p.add_argument("--uncached", type=int, nargs="+", default=[1, 4, 8, 16, 24, 32, 48])
     p.add_argument("--repeats", type=int, default=8, help="measurements per combination")
+    p.add_argument("--logprobs", type=int, default=None,
+                   help="top logprobs per token, as entropy rules ask for (rstitch's large segments: 20)")
     p.add_argument("--seed", type=int, default=0)
     return p
 
 
-async def _run(engine, ids: list[int], max_tokens: int, request_id: str) -> tuple[float, list[float]]:
+async def _run(engine, ids: list[int], max_tokens: int, request_id: str,
+               logprobs: int | None = None) -> tuple[float, list[float]]:
     """(TTFT ms, gaps between later tokens in ms) of one greedy request."""
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
     from vllm.sampling_params import RequestOutputKind
 
-    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True,
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True, logprobs=logprobs,
                             output_kind=RequestOutputKind.DELTA, detokenize=False)
     t0 = time.perf_counter()
     times = []
@@ -76,7 +79,7 @@ async def measure(args: argparse.Namespace) -> str:
     try:
         gaps: list[float] = []
         for i in range(3):
-            gaps += (await _run(tier.engine, tokens(64), 65, f"decode-{i}"))[1]
+            gaps += (await _run(tier.engine, tokens(64), 65, f"decode-{i}", args.logprobs))[1]
         step_ms = statistics.median(gaps)
         combos = [(c, u) for c in args.contexts for u in args.uncached] * args.repeats
         rng.shuffle(combos)
@@ -84,7 +87,7 @@ async def measure(args: argparse.Namespace) -> str:
         for n, (context, uncached) in enumerate(combos, 1):
             base = tokens(context)
             await _run(tier.engine, base, 1, f"warm-{n}")
-            ttft, _ = await _run(tier.engine, base + tokens(uncached - 1), 1, f"ttft-{n}")
+            ttft, _ = await _run(tier.engine, base + tokens(uncached - 1), 2, f"ttft-{n}", args.logprobs)
             ttfts.setdefault((context, uncached), []).append(ttft)
             print(f"\r{n}/{len(combos)} measured", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
@@ -94,8 +97,8 @@ async def measure(args: argparse.Namespace) -> str:
     for (context, uncached), v in sorted(ttfts.items()):
         p50 = statistics.median(v)
         rows.append([str(context), str(uncached), f"{p50:.1f}", f"{p50 / step_ms:.2f}", f"{min(v):.1f}", f"{max(v):.1f}"])
-    head = (f"{args.tier} tier of {args.config}: decode step p50 {step_ms:.1f} ms "
-            f"({len(gaps)} steps); {args.repeats} measurements per row\n")
+    head = (f"{args.tier} tier of {args.config}: decode step p50 {step_ms:.1f} ms ({len(gaps)} steps); "
+            f"{args.repeats} measurements per row; logprobs {args.logprobs}\n")
     return head + table(("cached context", "uncached tokens", "TTFT p50 ms", "in decode steps", "min ms", "max ms"),
                         rows)
 
