@@ -185,12 +185,21 @@ class TokenSignals:
 
 @dataclass(frozen=True, slots=True)
 class SegmentTiming:
-    """Where a segment's time went, in milliseconds, measured inside the tier."""
+    """Where a segment's time went, in milliseconds, measured inside the tier.
+
+    ``prefill_ms`` is the time to the first new token less ``queue_ms``. Where the engine
+    reports its timestamps, it splits into ``engine_in_ms`` (the tier's call until the engine
+    core queues the request), ``engine_step_ms`` (scheduled until the first token is emitted)
+    and ``engine_out_ms`` (emitted until the tier has it); all three are 0 otherwise.
+    """
 
     queue_ms: float = 0.0
     prefill_ms: float = 0.0
     decode_ms: float = 0.0
     total_ms: float = 0.0
+    engine_in_ms: float = 0.0
+    engine_step_ms: float = 0.0
+    engine_out_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

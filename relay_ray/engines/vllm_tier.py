@@ -273,7 +273,7 @@ class VllmTierEngine:
         tokens it has); yields deltas, then (time-to-first-token split, cached tokens)."""
         from vllm.inputs import TokensPrompt
 
-        t_submit = time.perf_counter()
+        t_submit, submitted_at = time.perf_counter(), time.monotonic()  # vLLM stamps the engine's events on the latter
         if fresh:
             ids, max_tokens = run.engine_prefix_ids, run.max_engine_tokens
         else:
@@ -286,7 +286,8 @@ class VllmTierEngine:
         try:
             async for out in stream:
                 if timing is None:
-                    timing = self._ttft_split(out, (time.perf_counter() - t_submit) * 1000.0)
+                    timing = self._ttft_split(out, (time.perf_counter() - t_submit) * 1000.0, submitted_at,
+                                              time.monotonic())
                 num_cached = max(num_cached, out.num_cached_tokens or 0)
                 if self._push_outputs(run, out):
                     break
@@ -318,14 +319,20 @@ class VllmTierEngine:
         return False
 
     @staticmethod
-    def _ttft_split(out, ttft_ms: float) -> SegmentTiming:
-        """Split time-to-first-token into queueing and prefill using engine timestamps."""
+    def _ttft_split(out, ttft_ms: float, submitted_at: float, received_at: float) -> SegmentTiming:
+        """Split time-to-first-token using the engine core's timestamps (``time.monotonic``,
+        one clock for every process of the machine): into the engine, its queue, its step,
+        and back to the tier (types.SegmentTiming)."""
         m = getattr(out, "metrics", None)
         queued, scheduled, first = (getattr(m, a, 0.0) for a in ("queued_ts", "scheduled_ts", "first_token_ts"))
-        if m is None or not (queued and scheduled and first) or first < scheduled:
+        if m is None or not (queued and scheduled and first) or not queued <= scheduled <= first:
             return SegmentTiming(prefill_ms=ttft_ms)
-        queue_ms = max(0.0, (scheduled - queued) * 1000.0)
-        return SegmentTiming(queue_ms=queue_ms, prefill_ms=max(0.0, ttft_ms - queue_ms))
+        queue_ms = (scheduled - queued) * 1000.0
+        timing = SegmentTiming(queue_ms=queue_ms, prefill_ms=max(0.0, ttft_ms - queue_ms))
+        if not (submitted_at <= queued and first <= received_at):  # not stamped on this process's clock
+            return timing
+        return replace(timing, engine_in_ms=(queued - submitted_at) * 1000.0,
+                       engine_step_ms=(first - scheduled) * 1000.0, engine_out_ms=(received_at - first) * 1000.0)
 
     async def check_health(self) -> None:
         """Raises if the engine is dead."""

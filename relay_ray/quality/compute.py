@@ -138,6 +138,7 @@ class Handoffs:
     into_large_p50_ms: float | None
     into_large_p50_steps: float | None
     into_large_uncached_p50: float | None = None  # tokens the large tier computed before its first new one
+    into_large_engine_step_p50_ms: float | None = None  # of the cost, the engine core's step (if reported)
 
 
 def handoffs_into_large(results: Sequence[ItemResult], large: TierCost | None) -> Handoffs:
@@ -148,4 +149,6 @@ def handoffs_into_large(results: Sequence[ItemResult], large: TierCost | None) -
     p50 = statistics.median(costs) if costs else None
     steps = p50 / large.ms_per_token if p50 is not None and large is not None else None
     uncached = statistics.median(max(0, s.num_prompt_tokens - s.num_cached_tokens) for s in into) if into else None
-    return Handoffs(len(costs) / len(results) if results else 0.0, p50, steps, uncached)
+    engine = [s.engine_step_ms for s in into if s.engine_step_ms > 0]
+    return Handoffs(len(costs) / len(results) if results else 0.0, p50, steps, uncached,
+                    statistics.median(engine) if engine else None)

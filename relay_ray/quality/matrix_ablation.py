@@ -15,7 +15,8 @@ from relay_ray.quality.matrix import Group
 from relay_ray.quality.matrix_report import Row, fmt_num
 
 COLUMNS = ("policy", "prefill-ahead", "c=1 ms", "c=1 vs off", "c=1 speedup (this run)", "efficiency",
-           "into-large per request", "uncached at handoff p50", "into-large p50 ms (steps)")
+           "into-large per request", "uncached at handoff p50", "into-large p50 ms (steps)",
+           "of which the engine's step, p50 ms")
 BASE_LABEL = "large-only (ablation)"
 
 
@@ -36,7 +37,8 @@ def ablation_table(all_rows: list[Row]) -> str:
         steps = f" ({r.into_large_p50_steps:.2f})" if r.into_large_p50_steps is not None else ""
         body.append([policy, "on" if arm == "prefill-ahead" else "off", fmt_num(ms), fmt_num(vs_off, "{:.2f}x"),
                      fmt_num(speedup, "{:.2f}x"), fmt_num(r.efficiency, "{:.2f}"), fmt_num(r.into_large_per_request, "{:.1f}"),
-                     fmt_num(r.into_large_uncached_p50), fmt_num(r.into_large_p50_ms) + steps])
+                     fmt_num(r.into_large_uncached_p50), fmt_num(r.into_large_p50_ms) + steps,
+                     fmt_num(r.into_large_engine_step_p50_ms)])
     if not body:
         return ""
     note = (f"\nlarge-only in this run: {fmt_num(base.latency.mean_client_ms)} ms at c=1" if base is not None else "")

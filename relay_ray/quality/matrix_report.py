@@ -33,6 +33,7 @@ class Row:
     into_large_p50_ms: float | None
     into_large_p50_steps: float | None
     into_large_uncached_p50: float | None = None
+    into_large_engine_step_p50_ms: float | None = None
 
 
 def _summary(record: EntryResult, which: str) -> Summary | None:
@@ -78,7 +79,8 @@ def rows(results: MatrixResults) -> list[Row]:
             hand = handoffs_into_large(r.latency.results, large)
         out.append(Row(r.entry, full, lat, eff, hand.into_large_per_request if hand else None,
                        hand.into_large_p50_ms if hand else None, hand.into_large_p50_steps if hand else None,
-                       hand.into_large_uncached_p50 if hand else None))
+                       hand.into_large_uncached_p50 if hand else None,
+                       hand.into_large_engine_step_p50_ms if hand else None))
     return out
 
 

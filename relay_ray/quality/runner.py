@@ -42,6 +42,7 @@ class SegmentStat(BaseModel):
     prefill_ms: float = 0.0  # the tier's time to the first new token
     decode_ms: float = 0.0  # after the first new token
     handoff_ms: float = 0.0  # controller + transport before this segment
+    engine_step_ms: float = 0.0  # of prefill_ms, the engine core's own step (0: not reported)
 
     @property
     def num_generated(self) -> int:
@@ -86,7 +87,8 @@ def segment_stats(response) -> tuple[SegmentStat, ...]:
         SegmentStat(large=seg.tier == common_pb2.TIER_LARGE, num_tokens=seg.num_tokens,
                     num_dropped=seg.num_dropped_tokens, num_prompt_tokens=seg.num_prompt_tokens,
                     num_cached_tokens=seg.num_cached_tokens, queue_ms=seg.timing.queue_ms,
-                    prefill_ms=seg.timing.prefill_ms, decode_ms=seg.timing.decode_ms, handoff_ms=seg.handoff_ms)
+                    prefill_ms=seg.timing.prefill_ms, decode_ms=seg.timing.decode_ms, handoff_ms=seg.handoff_ms,
+                    engine_step_ms=seg.timing.engine_step_ms)
         for seg in response.segments)
 
 

@@ -146,12 +146,15 @@ def policy_spec_to_pb(name: str, params: dict) -> rpb.PolicySpec:
 
 # ---- responses ---------------------------------------------------------------------
 
+_TIMING_FIELDS = ("queue_ms", "prefill_ms", "decode_ms", "total_ms", "engine_in_ms", "engine_step_ms", "engine_out_ms")
+
+
 def timing_to_pb(t: SegmentTiming) -> cpb.SegmentTiming:
-    return cpb.SegmentTiming(queue_ms=t.queue_ms, prefill_ms=t.prefill_ms, decode_ms=t.decode_ms, total_ms=t.total_ms)
+    return cpb.SegmentTiming(**{f: getattr(t, f) for f in _TIMING_FIELDS})
 
 
 def timing_from_pb(t: cpb.SegmentTiming) -> SegmentTiming:
-    return SegmentTiming(t.queue_ms, t.prefill_ms, t.decode_ms, t.total_ms)
+    return SegmentTiming(**{f: getattr(t, f) for f in _TIMING_FIELDS})
 
 
 def segment_record_to_pb(r: SegmentRecord) -> rpb.SegmentInfo:

@@ -56,6 +56,8 @@ class _Segment(SegmentObservation):
             "relay.cached_prefix_tokens": record.num_cached_tokens, "relay.queue_ms": t.queue_ms,
             "relay.prefill_ms": t.prefill_ms, "relay.decode_ms": t.decode_ms, "relay.handoff_ms": record.handoff_ms,
             "relay.controller_ms": record.controller_ms, "relay.transport_ms": record.transport_ms,
+            "relay.engine_in_ms": t.engine_in_ms, "relay.engine_step_ms": t.engine_step_ms,
+            "relay.engine_out_ms": t.engine_out_ms,
         })
         self.observer.segment_finished(record, self.policy)
 

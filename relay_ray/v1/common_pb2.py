@@ -24,19 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19relay_ray/v1/common.proto\x12\x0crelay_ray.v1\"\xd6\x01\n\x0eSamplingParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x03\x88\x01\x01\x12\x1b\n\x0emax_new_tokens\x18\x05 \x01(\x05H\x04\x88\x01\x01\x12\x12\n\nignore_eos\x18\x06 \x01(\x08\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x07\n\x05_seedB\x11\n\x0f_max_new_tokens\"Z\n\rSegmentTiming\x12\x10\n\x08queue_ms\x18\x01 \x01(\x01\x12\x12\n\nprefill_ms\x18\x02 \x01(\x01\x12\x11\n\tdecode_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01*<\n\x04Tier\x12\x14\n\x10TIER_UNSPECIFIED\x10\x00\x12\x0e\n\nTIER_LARGE\x10\x01\x12\x0e\n\nTIER_SMALL\x10\x02*\x8b\x02\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x15\n\x11\x46INISH_REASON_EOS\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1d\n\x19\x46INISH_REASON_STOP_STRING\x10\x03\x12\x1c\n\x18\x46INISH_REASON_STOP_TOKEN\x10\x04\x12\x19\n\x15\x46INISH_REASON_ENTROPY\x10\x05\x12\x19\n\x15\x46INISH_REASON_ABORTED\x10\x06\x12\x18\n\x14\x46INISH_REASON_BUDGET\x10\x07\x12\x1e\n\x1a\x46INISH_REASON_MAX_SEGMENTS\x10\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19relay_ray/v1/common.proto\x12\x0crelay_ray.v1\"\xd6\x01\n\x0eSamplingParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x03\x88\x01\x01\x12\x1b\n\x0emax_new_tokens\x18\x05 \x01(\x05H\x04\x88\x01\x01\x12\x12\n\nignore_eos\x18\x06 \x01(\x08\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x07\n\x05_seedB\x11\n\x0f_max_new_tokens\"\x9f\x01\n\rSegmentTiming\x12\x10\n\x08queue_ms\x18\x01 \x01(\x01\x12\x12\n\nprefill_ms\x18\x02 \x01(\x01\x12\x11\n\tdecode_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\x12\x14\n\x0c\x65ngine_in_ms\x18\x05 \x01(\x01\x12\x16\n\x0e\x65ngine_step_ms\x18\x06 \x01(\x01\x12\x15\n\rengine_out_ms\x18\x07 \x01(\x01*<\n\x04Tier\x12\x14\n\x10TIER_UNSPECIFIED\x10\x00\x12\x0e\n\nTIER_LARGE\x10\x01\x12\x0e\n\nTIER_SMALL\x10\x02*\x8b\x02\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x15\n\x11\x46INISH_REASON_EOS\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1d\n\x19\x46INISH_REASON_STOP_STRING\x10\x03\x12\x1c\n\x18\x46INISH_REASON_STOP_TOKEN\x10\x04\x12\x19\n\x15\x46INISH_REASON_ENTROPY\x10\x05\x12\x19\n\x15\x46INISH_REASON_ABORTED\x10\x06\x12\x18\n\x14\x46INISH_REASON_BUDGET\x10\x07\x12\x1e\n\x1a\x46INISH_REASON_MAX_SEGMENTS\x10\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'relay_ray.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TIER']._serialized_start=352
-  _globals['_TIER']._serialized_end=412
-  _globals['_FINISHREASON']._serialized_start=415
-  _globals['_FINISHREASON']._serialized_end=682
+  _globals['_TIER']._serialized_start=422
+  _globals['_TIER']._serialized_end=482
+  _globals['_FINISHREASON']._serialized_start=485
+  _globals['_FINISHREASON']._serialized_end=752
   _globals['_SAMPLINGPARAMS']._serialized_start=44
   _globals['_SAMPLINGPARAMS']._serialized_end=258
-  _globals['_SEGMENTTIMING']._serialized_start=260
-  _globals['_SEGMENTTIMING']._serialized_end=350
+  _globals['_SEGMENTTIMING']._serialized_start=261
+  _globals['_SEGMENTTIMING']._serialized_end=420
 # @@protoc_insertion_point(module_scope)

@@ -52,13 +52,19 @@ class SamplingParams(_message.Message):
     def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., seed: _Optional[int] = ..., max_new_tokens: _Optional[int] = ..., ignore_eos: _Optional[bool] = ...) -> None: ...
 
 class SegmentTiming(_message.Message):
-    __slots__ = ("queue_ms", "prefill_ms", "decode_ms", "total_ms")
+    __slots__ = ("queue_ms", "prefill_ms", "decode_ms", "total_ms", "engine_in_ms", "engine_step_ms", "engine_out_ms")
     QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
     PREFILL_MS_FIELD_NUMBER: _ClassVar[int]
     DECODE_MS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_IN_MS_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_STEP_MS_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_OUT_MS_FIELD_NUMBER: _ClassVar[int]
     queue_ms: float
     prefill_ms: float
     decode_ms: float
     total_ms: float
-    def __init__(self, queue_ms: _Optional[float] = ..., prefill_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
+    engine_in_ms: float
+    engine_step_ms: float
+    engine_out_ms: float
+    def __init__(self, queue_ms: _Optional[float] = ..., prefill_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., engine_in_ms: _Optional[float] = ..., engine_step_ms: _Optional[float] = ..., engine_out_ms: _Optional[float] = ...) -> None: ...

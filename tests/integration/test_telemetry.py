@@ -51,6 +51,9 @@ def test_one_trace_from_the_client_through_controller_to_tiers(relay_server, pai
         for key in ("relay.cached_prefix_tokens", "relay.queue_ms", "relay.prefill_ms", "relay.decode_ms",
                     "relay.handoff_ms"):
             assert key in attrs
+        # The engine core's timestamps split the prefill: they share the tier's clock.
+        split = attrs["relay.engine_in_ms"] + attrs["relay.engine_step_ms"] + attrs["relay.engine_out_ms"]
+        assert attrs["relay.engine_step_ms"] > 0 and split == pytest.approx(attrs["relay.prefill_ms"], abs=1.0)
     # Tier replica spans hang below the segment spans (through Serve's handle spans).
     tier_spans = [s for s in spans if s["name"].startswith("tier.segment")]
     assert len(tier_spans) == len(response.segments)

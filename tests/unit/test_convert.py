@@ -31,7 +31,7 @@ def test_segment_result_round_trip():
     result = SegmentResult(
         token_ids=(5, 6), text="ab", finish_reason=FinishReason.ENTROPY, text_offsets=(1, 2), matched_stop="",
         num_dropped_tokens=1, num_prompt_tokens=10, num_cached_tokens=8,
-        signals=TokenSignals(entropy=(0.25, 0.5)), timing=SegmentTiming(1.0, 2.0, 3.0, 6.0), replica_id="x",
+        signals=TokenSignals(entropy=(0.25, 0.5)), timing=SegmentTiming(1.0, 2.0, 3.0, 6.0, 0.5, 1.25, 0.25), replica_id="x",
     )
     assert convert.update_from_pb(convert.update_to_pb(result)) == result
 

@@ -116,7 +116,7 @@ class FakeRelay:
         else:
             segs = [seg(tier=2, num_tokens=50, num_prompt_tokens=50),
                     seg(index=1, tier=1, num_tokens=large, num_prompt_tokens=100, handoff_ms=2.0,
-                        timing=cpb.SegmentTiming(prefill_ms=30.0)),
+                        timing=cpb.SegmentTiming(prefill_ms=30.0, engine_step_ms=20.0)),
                     seg(index=2, tier=2, num_tokens=50 - large, num_prompt_tokens=100 + large)]
         ms = {"large-only": 2100.0, "small-only": 150.0}.get(policy, 300.0)
         self.clock[0] += ms / 1000.0
@@ -302,4 +302,5 @@ def test_ablation_arms_run_in_pairs_against_their_own_large_only(tmp_path, fake_
     arm_lines = [x for x in lines if x.startswith(("| rstitch", "| relaygen", "| relayllm"))]
     assert len(arm_lines) == 6 and all("32 (1.60)" in x for x in arm_lines)
     assert [x.split("|")[4].strip() for x in arm_lines] == ["—", "—", "1.00x", "1.00x", "—", "1.00x"]
+    assert {x.split("|")[-2].strip() for x in arm_lines} == {"20"}  # the engine's step, from the segments
     assert ablation_table([by["rstitch"]] if "rstitch" in by else []) == ""
