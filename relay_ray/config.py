@@ -159,6 +159,11 @@ class ControllerConfig(_Strict):
     prefill_ahead_tiers: tuple[Tier, ...] = Field(
         (Tier.LARGE,), min_length=1, description="tiers prefill-ahead warms (the large tier's delta prefill is "
         "the expensive one)")
+    prefill_ahead_hide_probability: float = Field(
+        0.5, ge=0, le=1, description="send a warm-up only if the generating segment is at least this likely to "
+        "outlast it, judged by how long the policy's recent segments on that tier ran (a warm-up still running at "
+        "the switch delays it: the engine takes new requests only between steps); 0: whenever the segment's "
+        "token budget can hide it")
     kv_session_tiers: tuple[Tier, ...] = Field(
         (), description="tiers asked to keep each relay request's whole KV cache (partial block included) between "
         "its segments, in a KV session (the tier's kv_sessions); with prefill_ahead on such a tier, the other "

@@ -12,9 +12,10 @@ A warm-up job occupies the idle tier for one engine step. If that step is still 
 the switch comes, the receiving tier's real segment waits behind it, and the warm-up costs
 more than it saves. :class:`WarmTiming` keeps running estimates of each tier's decode time
 per token and of each tier's warm-up time, and a warm-up is sent only when the generating
-segment has enough tokens left to hide it (fixed-length segments know their remainder;
-stop-string segments count their whole budget; feeds of a KV-session tier use the policy's
-mean segment length instead, since a feed still running at the switch delays it).
+segment is likely to write enough tokens to hide it: fixed-length segments know their
+remainder; segments a rule may end early (entropy, cue strings) are judged by how long the
+policy's recent segments on that tier ran (``hide_probability``; the same gate holds back feeds
+of a KV-session tier, since a feed still running at the switch delays it).
 
 A tier that keeps the request's KV in a *session* (``feed_tiers``, engines/session/) keeps
 partial blocks too. Such a tier is *fed* instead: the generating tier reports every
@@ -29,6 +30,8 @@ Pure bookkeeping: no I/O. :class:`~relay_ray.controller.relay.RelayController` s
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from dataclasses import dataclass, field
 
 from relay_ray.types import KvSession, SegmentJob, StopRule, Tier
@@ -109,24 +112,50 @@ def prefill_job(request_id: str, segment_index: int, prefix_token_ids: tuple[int
     )
 
 
+@dataclass(frozen=True, slots=True)
+class SegmentProgress:
+    """Where the generating segment stands when a warm-up of the other tier is considered."""
+
+    policy: str
+    tier: Tier  # the generating tier
+    num_generated: int  # tokens it has written so far
+    budget_left: int  # tokens its budget still allows
+    can_stop_early: bool  # its rule (entropy, cue string, ...) may end it before the budget
+
+
 @dataclass
 class WarmTiming:
-    """Controller-wide running averages (EMA, weight ``alpha`` for a new sample), in ms."""
+    """Controller-wide estimates that decide whether a warm-up would end before the switch.
+
+    Running averages (EMA, weight ``alpha`` for a new sample, in ms) of each tier's decode time
+    per token and warm-up time, and the recent segment lengths of each (policy, tier): the
+    empirical chance that a segment which has written *g* tokens writes *k* more. Segment
+    lengths of the real policies are far from memoryless (rstitch's small segments end at the
+    answer's digit positions: 9, 20, 29, 50 tokens...), so a mean says little.
+    """
 
     alpha: float = 0.2
+    hide_probability: float = 0.5  # 0: trust the budget alone (the segment may run to it)
+    history: int = 256  # segment lengths kept per (policy, tier)
+    min_samples: int = 8  # fewer comparable segments than this: no opinion (warm)
     decode_ms_per_token: dict[Tier, float] = field(default_factory=dict)
     warm_ms: dict[Tier, float] = field(default_factory=dict)
-    segment_tokens: dict[tuple[str, Tier], float] = field(default_factory=dict)  # by (policy, tier)
+    segment_lengths: dict[tuple[str, Tier], deque[int]] = field(default_factory=dict)
 
     def observe_segment(self, policy: str, tier: Tier, num_tokens: int) -> None:
         """A segment of ``policy`` on ``tier`` generated ``num_tokens`` (dropped ones included)."""
-        self._update(self.segment_tokens, (policy, tier), float(num_tokens))
+        key = (policy, tier)
+        if key not in self.segment_lengths:
+            self.segment_lengths[key] = deque(maxlen=self.history)
+        self.segment_lengths[key].append(num_tokens)
 
-    def expected_remaining(self, policy: str, tier: Tier, num_generated: int, budget: int) -> int:
-        """Tokens a segment whose rule may end it early is expected to write still: the
-        policy's mean segment length on ``tier`` minus ``num_generated`` (``budget`` until known)."""
-        mean = self.segment_tokens.get((policy, tier))
-        return budget if mean is None else max(0, min(budget, round(mean - num_generated)))
+    def outlast_probability(self, policy: str, tier: Tier, num_generated: int, more_tokens: int) -> float | None:
+        """Share of the recent segments of ``policy`` on ``tier`` longer than ``num_generated``
+        that wrote at least ``more_tokens`` more; None with fewer than ``min_samples`` of them."""
+        running = [n for n in self.segment_lengths.get((policy, tier), ()) if n > num_generated]
+        if len(running) < self.min_samples:
+            return None
+        return sum(n >= num_generated + more_tokens for n in running) / len(running)
 
     def observe_decode(self, tier: Tier, num_tokens: int, elapsed_ms: float) -> None:
         """A segment of ``num_tokens`` tokens took ``elapsed_ms`` end to end on ``tier``
@@ -137,14 +166,22 @@ class WarmTiming:
     def observe_warm(self, tier: Tier, elapsed_ms: float) -> None:
         self._update(self.warm_ms, tier, elapsed_ms)
 
-    def hidden(self, warm_tier: Tier, generating_tier: Tier, remaining_tokens: int) -> bool:
-        """Would a warm-up of ``warm_tier`` finish before ``generating_tier`` writes its
-        ``remaining_tokens``? True until both estimates exist."""
+    def hidden(self, warm_tier: Tier, progress: SegmentProgress) -> bool:
+        """Would a warm-up of ``warm_tier`` end before the generating segment does? No if its
+        budget ends sooner; if its rule may stop it early, only if at least ``hide_probability``
+        of the comparable recent segments ran long enough. True until the timings exist."""
         warm = self.warm_ms.get(warm_tier)
-        rate = self.decode_ms_per_token.get(generating_tier)
+        rate = self.decode_ms_per_token.get(progress.tier)
         if warm is None or rate is None:
             return True
-        return remaining_tokens * rate >= warm
+        tokens_during_warm = warm / rate
+        if progress.budget_left < tokens_during_warm:
+            return False
+        if not progress.can_stop_early or self.hide_probability <= 0:
+            return True
+        chance = self.outlast_probability(progress.policy, progress.tier, progress.num_generated,
+                                          math.ceil(tokens_during_warm))
+        return chance is None or chance >= self.hide_probability
 
     def _update(self, table: dict, tier, sample: float) -> None:
         old = table.get(tier)

@@ -49,7 +49,8 @@ class RelayController:
         self.clock = clock
         self._infos: dict[Tier, TierInfo] | None = None
         self._background: set[asyncio.Task] = set()  # prefill-ahead jobs of every request in flight
-        self.warm_timing = WarmTiming()  # shared by the requests of this replica
+        # shared by the requests of this replica
+        self.warm_timing = WarmTiming(hide_probability=self.limits.prefill_ahead_hide_probability)
 
     async def tier_infos(self, deadline: Deadline | None = None) -> dict[Tier, TierInfo]:
         if self._infos is None:

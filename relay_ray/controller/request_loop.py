@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from relay_ray.controller.attempts import Deadline, run_segment
 from relay_ray.controller.events import RelayEvent, RelayResult, SegmentFinished, TextDelta
 from relay_ray.controller.observer import SegmentObservation
-from relay_ray.controller.prefill_ahead import PrefillAheadPlanner, prefill_job
+from relay_ray.controller.prefill_ahead import PrefillAheadPlanner, SegmentProgress, prefill_job
 from relay_ray.errors import TierUnavailableError
 from relay_ray.policies import Policy, SegmentPlan
 from relay_ray.state import RelayState
@@ -141,7 +141,7 @@ class RequestLoop:
             if self.planner is not None and (job.segment_index == 0 or job.stream_block_tokens):
                 # The prompt (first segment) is worth warming on either tier: the idle one
                 # prefills it on its own core while the other tier prefills too.
-                self._warm(plan.tier.other, job, job.prefix_token_ids, plan.tier, job.stop.max_new_tokens)
+                self._warm(plan.tier.other, job, job.prefix_token_ids, self._progress(job, plan.tier, 0))
             called = ctl.clock()
             result = None
             received_ids = job.prefix_token_ids
@@ -192,13 +192,14 @@ class RequestLoop:
         if self.planner is None or not delta.token_ids:
             return received_ids
         received_ids += delta.token_ids
-        generated = len(received_ids) - len(job.prefix_token_ids)
-        remaining = job.stop.max_new_tokens - generated
-        if self.planner.is_fed(tier.other) and job.stop.can_stop_early:
-            remaining = self.ctl.warm_timing.expected_remaining(self.request.policy, tier, generated, remaining)
-        self._feed_source = (job, received_ids, tier, remaining)
-        self._warm(tier.other, job, received_ids, tier, remaining)
+        progress = self._progress(job, tier, len(received_ids) - len(job.prefix_token_ids))
+        self._feed_source = (job, received_ids, progress)
+        self._warm(tier.other, job, received_ids, progress)
         return received_ids
+
+    def _progress(self, job: SegmentJob, tier: Tier, num_generated: int) -> SegmentProgress:
+        return SegmentProgress(self.request.policy, tier, num_generated, job.stop.max_new_tokens - num_generated,
+                               job.stop.can_stop_early)
 
     def _account(self, tier: Tier, job: SegmentJob, result: SegmentResult, elapsed_ms: float) -> None:
         if self.planner is None:
@@ -209,14 +210,14 @@ class RequestLoop:
         self.ctl.warm_timing.observe_segment(self.request.policy, tier,
                                              len(result.token_ids) + result.num_dropped_tokens)
 
-    def _warm(self, tier: Tier, job: SegmentJob, prefix_token_ids: tuple[int, ...], generating: Tier,
-              remaining_tokens: int) -> None:
+    def _warm(self, tier: Tier, job: SegmentJob, prefix_token_ids: tuple[int, ...],
+              progress: SegmentProgress) -> None:
         """Send ``tier`` (idle for this request) the whole blocks of the prefix it lacks, if
-        the ``remaining_tokens`` of the ``generating`` tier's segment can hide the warm-up; a
-        fed tier (KV session) gets every token it lacks, one feed at a time."""
+        the generating segment (``progress``) is likely to hide the warm-up; a fed tier (KV
+        session) gets every token it lacks, one feed at a time."""
         fed = self.planner.is_fed(tier)
         gated = not fed or self.ctl.limits.feed_when_hidden
-        if self._ended or (gated and not self.ctl.warm_timing.hidden(tier, generating, remaining_tokens)):
+        if self._ended or (gated and not self.ctl.warm_timing.hidden(tier, progress)):
             return
         length = self.planner.warm_length(tier, len(prefix_token_ids))
         if length:
@@ -235,7 +236,7 @@ class RequestLoop:
         """A feed to ``tier`` ended: send what the running segment wrote meanwhile."""
         self.planner.fed(tier)
         source = self._feed_source
-        if source is not None and source[2] is tier.other:
+        if source is not None and source[2].tier is tier.other:
             self._warm(tier, *source)
 
     def _end_sessions(self) -> None:

@@ -32,7 +32,10 @@ class ControllerLimits:
     # prefill-ahead feeds every ``feed_interval_tokens`` tokens, not whole blocks.
     kv_session_tiers: frozenset[Tier] = frozenset()
     feed_interval_tokens: int = 4
-    # Feed only when the feed can end before the switch (WarmTiming; expected segment lengths).
+    # Warm (or feed) only when the generating segment is at least this likely to outlast the
+    # warm-up, judged by the policy's recent segment lengths (WarmTiming); 0: by its budget alone.
+    prefill_ahead_hide_probability: float = 0.5
+    # Feed only when the feed can end before the switch (the same gate as warm-ups).
     feed_when_hidden: bool = True
     # Segment migration after a tier fault, per tier (controller/attempts.py).
     retry: Mapping[Tier, RetryPolicy] = field(default_factory=lambda: {tier: RetryPolicy() for tier in Tier})

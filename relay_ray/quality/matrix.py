@@ -36,16 +36,24 @@ CONFIGS = {SCALED: "cluster/serve-scaled.yaml", CALLER: "cluster/serve-scaled-ca
 # Peers on both cores: two one-core replicas of the large tier (balanced routing), built
 # from a served config (docs/benchmarks.md: tensor parallelism and two replicas measured alike).
 PEERS = {LARGE_X2: SCALED, SPEC_X2: SPEC}
-# Item 3's prefill-ahead ablation on the real policies: each arm pair runs its latency passes in
-# one run, against a large-only latency pass of the same run. A derived deployment is its base
-# config with the controller's prefill-ahead set as given (the plain arm re-runs the base).
-ABLATION, SCALED_PA, CALLER_ABL, CALLER_PA = ("scaled (ablation)", "scaled + prefill-ahead", "caller (ablation)",
-                                              "caller + prefill-ahead")
-PREFILL_AHEAD_ARMS = {ABLATION: (SCALED, False), SCALED_PA: (SCALED, True), CALLER_ABL: (CALLER, False),
-                      CALLER_PA: (CALLER, True)}
+# Item 3's prefill-ahead ablation on the real policies: each arm runs its latency passes in one
+# run, against a large-only latency pass of the same run. A derived deployment is its base
+# config with the controller settings given (the plain arm re-runs the base): prefill-ahead
+# off, on with every warm-up the segment's budget allows, and on with warm-ups gated by the
+# policy's recent segment lengths (controller/prefill_ahead.py, WarmTiming).
+ABLATION, SCALED_PA, SCALED_GATED = "scaled (ablation)", "scaled + prefill-ahead", "scaled + gated prefill-ahead"
+CALLER_ABL, CALLER_PA, CALLER_GATED = "caller (ablation)", "caller + prefill-ahead", "caller + gated prefill-ahead"
+_OFF = {"prefill_ahead": False}
+_ON = {"prefill_ahead": True, "prefill_ahead_hide_probability": 0.0}
+_GATED = {"prefill_ahead": True, "prefill_ahead_hide_probability": 0.5}
+PREFILL_AHEAD_ARMS = {ABLATION: (SCALED, _OFF), SCALED_PA: (SCALED, _ON), SCALED_GATED: (SCALED, _GATED),
+                      CALLER_ABL: (CALLER, _OFF), CALLER_PA: (CALLER, _ON), CALLER_GATED: (CALLER, _GATED)}
 # Where a deployment without single-tier runs of its own takes its tier costs: (large, small).
-COST_FROM = {ABLATION: (ABLATION, SCALED), SCALED_PA: (ABLATION, SCALED), CALLER_ABL: (ABLATION, CALLER),
-             CALLER_PA: (ABLATION, CALLER)}
+COST_FROM = {ABLATION: (ABLATION, SCALED), SCALED_PA: (ABLATION, SCALED), SCALED_GATED: (ABLATION, SCALED),
+             CALLER_ABL: (ABLATION, CALLER), CALLER_PA: (ABLATION, CALLER), CALLER_GATED: (ABLATION, CALLER)}
+# The arms' names in labels ("rstitch, prefill-ahead off") and in the ablation table.
+ARM_NAMES = {ABLATION: "prefill-ahead off", SCALED_PA: "prefill-ahead", SCALED_GATED: "gated prefill-ahead",
+             CALLER_ABL: "prefill-ahead off", CALLER_PA: "prefill-ahead", CALLER_GATED: "gated prefill-ahead"}
 CUES_FILE = "demo-models/relaygen-cues.json"
 DECISIONS_FILE = "data/arith/scaled-decisions.json"
 TAUS = (0.02, 0.05, 0.08, 0.12, 0.2, 0.3)
@@ -161,8 +169,9 @@ def final_plan(decisions: Decisions, cues_file: str = CUES_FILE, taus=TAUS, curv
 
 
 def prefill_ahead_ablation(tau: float, cue_set: str, cue_params: dict) -> list[Entry]:
-    """Each real policy with prefill-ahead off and on, latency passes only (the answers are the
-    same by greedy exactness), and a large-only latency pass that gives this run's decode step.
+    """Each real policy with prefill-ahead off, on, and on with gated warm-ups, latency passes
+    only (the answers are the same by greedy exactness), and a large-only latency pass that
+    gives this run's decode step.
 
     Every arm finds the same prefix cache: each deployment starts with fresh engines, and the
     arms run in the same order on both. Large-only runs after the off arms, never before them:
@@ -170,14 +179,15 @@ def prefill_ahead_ablation(tau: float, cue_set: str, cue_params: dict) -> list[E
     their handoffs (a first run with large-only first measured 14 uncached tokens per handoff
     for rstitch off against 9 on, and its arms could not be compared)."""
     arms = []
-    for deployment, arm in ((ABLATION, "prefill-ahead off"), (SCALED_PA, "prefill-ahead")):
+    for deployment in (ABLATION, SCALED_PA, SCALED_GATED):
+        arm = ARM_NAMES[deployment]
         arms += [_rstitch(f"rstitch, {arm}", tau, Group.HANDOFF, deployment=deployment, full=False),
                  _relaygen(f"relaygen, {arm}", cue_set, cue_params, Group.HANDOFF, deployment=deployment, full=False)]
         if deployment == ABLATION:
             arms.append(Entry(label="large-only (ablation)", policy="large-only", deployment=ABLATION,
                               group=Group.HANDOFF, full=False))
-    for deployment, arm in ((CALLER_ABL, "prefill-ahead off"), (CALLER_PA, "prefill-ahead")):
-        arms.append(Entry(label=f"relayllm, {arm}", policy="relayllm", params=RELAYLLM_PARAMS, deployment=deployment,
+    for deployment in (CALLER_ABL, CALLER_PA, CALLER_GATED):
+        arms.append(Entry(label=f"relayllm, {ARM_NAMES[deployment]}", policy="relayllm", params=RELAYLLM_PARAMS, deployment=deployment,
                           group=Group.HANDOFF, full=False))
     return arms
 

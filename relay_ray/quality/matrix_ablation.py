@@ -1,5 +1,6 @@
-"""The prefill-ahead ablation's table (issue 10 item 3): each real policy with prefill-ahead off
-and on, latency passes of one run, against that run's large-only decode step.
+"""The prefill-ahead ablation's table (issue 10 item 3): each real policy with prefill-ahead off,
+on, and on with warm-ups gated by the policy's recent segment lengths ("gated"), latency passes
+of one run, against that run's large-only decode step.
 
 A handoff into the large tier costs the large tier's time to its first new token: a fixed
 engine-step cost plus the prefill of every token it has not cached (the other tier's tokens
@@ -18,6 +19,7 @@ COLUMNS = ("policy", "prefill-ahead", "c=1 ms", "c=1 vs off", "c=1 speedup (this
            "into-large per request", "uncached at handoff p50", "into-large p50 ms (steps)",
            "of which the engine's step, p50 ms")
 BASE_LABEL = "large-only (ablation)"
+ARM_COLUMN = {"prefill-ahead off": "off", "prefill-ahead": "on", "gated prefill-ahead": "gated"}
 
 
 def ablation_table(all_rows: list[Row]) -> str:
@@ -35,7 +37,7 @@ def ablation_table(all_rows: list[Row]) -> str:
         vs_off = off.latency.mean_client_ms / ms if off is not None and off is not r else None
         speedup = base.latency.mean_client_ms / ms if base is not None else None
         steps = f" ({r.into_large_p50_steps:.2f})" if r.into_large_p50_steps is not None else ""
-        body.append([policy, "on" if arm == "prefill-ahead" else "off", fmt_num(ms), fmt_num(vs_off, "{:.2f}x"),
+        body.append([policy, ARM_COLUMN.get(arm, arm), fmt_num(ms), fmt_num(vs_off, "{:.2f}x"),
                      fmt_num(speedup, "{:.2f}x"), fmt_num(r.efficiency, "{:.2f}"), fmt_num(r.into_large_per_request, "{:.1f}"),
                      fmt_num(r.into_large_uncached_p50), fmt_num(r.into_large_p50_ms) + steps,
                      fmt_num(r.into_large_engine_step_p50_ms)])

@@ -64,9 +64,9 @@ def deployment_config(name: str, root: Path = Path(".")):
     if name in CONFIGS:
         return load_serve_file(root / CONFIGS[name]).relay
     if name in PREFILL_AHEAD_ARMS:
-        base_name, prefill_ahead = PREFILL_AHEAD_ARMS[name]
+        base_name, settings = PREFILL_AHEAD_ARMS[name]
         base = deployment_config(base_name, root)
-        controller = base.controller.model_copy(update={"prefill_ahead": prefill_ahead})
+        controller = base.controller.model_copy(update=settings)
         return base.model_copy(update={"controller": controller})
     base = deployment_config(PEERS[name], root)
     cores = (base.large.cpu_threads_bind or "0", base.small.cpu_threads_bind or "1")

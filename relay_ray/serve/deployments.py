@@ -163,6 +163,7 @@ class RelayIngress:
                                   stream_interval_tokens=cfg.stream_interval_tokens,
                                   prefill_ahead=cfg.prefill_ahead,
                                   prefill_ahead_tiers=frozenset(cfg.prefill_ahead_tiers),
+                                  prefill_ahead_hide_probability=cfg.prefill_ahead_hide_probability,
                                   kv_session_tiers=frozenset(cfg.kv_session_tiers),
                                   feed_interval_tokens=cfg.feed_interval_tokens, retry=retry)
         self.telemetry = TelemetryObserver(RayMetrics(serve.get_replica_context().app_name))

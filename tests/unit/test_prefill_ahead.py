@@ -216,19 +216,62 @@ def test_the_prompt_is_prefilled_on_the_idle_small_tier_once():
     assert warm_small[0].segment_index == 0
 
 
+def _progress(num_generated: int, budget_left: int, can_stop_early: bool = False, policy: str = "rstitch"):
+    from relay_ray.controller.prefill_ahead import SegmentProgress
+
+    return SegmentProgress(policy, Tier.SMALL, num_generated, budget_left, can_stop_early)
+
+
 def test_warm_timing_hides_a_warm_up_only_behind_enough_remaining_tokens():
     from relay_ray.controller.prefill_ahead import WarmTiming
 
     timing = WarmTiming(alpha=0.5)
-    assert timing.hidden(Tier.LARGE, Tier.SMALL, 0)  # no estimates yet: warm
+    assert timing.hidden(Tier.LARGE, _progress(0, 0))  # no estimates yet: warm
     timing.observe_decode(Tier.SMALL, 24, 72.0)  # 3 ms per small token
     timing.observe_warm(Tier.LARGE, 80.0)
-    assert not timing.hidden(Tier.LARGE, Tier.SMALL, 26)  # 78 ms < 80 ms
-    assert timing.hidden(Tier.LARGE, Tier.SMALL, 27)
+    assert not timing.hidden(Tier.LARGE, _progress(0, 26))  # 78 ms < 80 ms
+    assert timing.hidden(Tier.LARGE, _progress(0, 27))
     timing.observe_warm(Tier.LARGE, 40.0)  # EMA: 80 -> 60 ms
-    assert timing.hidden(Tier.LARGE, Tier.SMALL, 20) and not timing.hidden(Tier.LARGE, Tier.SMALL, 19)
+    assert timing.hidden(Tier.LARGE, _progress(5, 20)) and not timing.hidden(Tier.LARGE, _progress(5, 19))
     timing.observe_decode(Tier.SMALL, 0, 5.0)  # an empty segment says nothing
     assert timing.decode_ms_per_token[Tier.SMALL] == 3.0
+
+
+def test_a_segment_that_may_stop_early_is_judged_by_the_policys_recent_segment_lengths():
+    from relay_ray.controller.prefill_ahead import WarmTiming
+
+    timing = WarmTiming(decode_ms_per_token={Tier.SMALL: 1.0}, warm_ms={Tier.LARGE: 10.0}, min_samples=4)
+    for n in (9, 9, 9, 9, 30, 30, 30, 30):  # segments end at 9 or at 30 tokens
+        timing.observe_segment("rstitch", Tier.SMALL, n)
+    # 2 written: half the segments end within the next 10 tokens (at 9), half run to 30.
+    assert timing.outlast_probability("rstitch", Tier.SMALL, 2, 10) == 0.5
+    assert timing.hidden(Tier.LARGE, _progress(2, 100, can_stop_early=True))
+    # 12 written: every segment still running is one of the 30-token ones; 18 more to come.
+    assert timing.outlast_probability("rstitch", Tier.SMALL, 12, 10) == 1.0
+    assert timing.hidden(Tier.LARGE, _progress(12, 100, can_stop_early=True))
+    # 25 written: 5 more to come, a warm-up needs 10: it would still run at the switch.
+    assert timing.outlast_probability("rstitch", Tier.SMALL, 25, 10) == 0.0
+    assert not timing.hidden(Tier.LARGE, _progress(25, 100, can_stop_early=True))
+    # A fixed-length segment knows its remainder: its budget decides alone.
+    assert timing.hidden(Tier.LARGE, _progress(25, 100, can_stop_early=False))
+    # Other policies have their own lengths; too few samples: no opinion (warm).
+    assert timing.outlast_probability("relaygen", Tier.SMALL, 25, 10) is None
+    assert timing.hidden(Tier.LARGE, _progress(25, 100, can_stop_early=True, policy="relaygen"))
+    # Past every recorded length: no opinion either.
+    assert timing.outlast_probability("rstitch", Tier.SMALL, 40, 10) is None
+    # hide_probability 0 trusts the budget alone (the behaviour before the gate).
+    assert WarmTiming(decode_ms_per_token={Tier.SMALL: 1.0}, warm_ms={Tier.LARGE: 10.0}, hide_probability=0.0,
+                      segment_lengths=timing.segment_lengths).hidden(Tier.LARGE, _progress(25, 100, True))
+
+
+def test_segment_lengths_keep_only_the_recent_history():
+    from relay_ray.controller.prefill_ahead import WarmTiming
+
+    timing = WarmTiming(history=4, min_samples=1)
+    for n in (50, 50, 50, 50, 5, 5, 5, 5):
+        timing.observe_segment("rstitch", Tier.SMALL, n)
+    assert list(timing.segment_lengths[("rstitch", Tier.SMALL)]) == [5, 5, 5, 5]
+    assert timing.outlast_probability("rstitch", Tier.SMALL, 0, 10) == 0.0
 
 
 def test_no_warm_up_at_the_end_of_a_segment_once_it_is_known_to_be_too_slow():
@@ -250,3 +293,40 @@ def test_no_warm_up_at_the_end_of_a_segment_once_it_is_known_to_be_too_slow():
     # 48 (7 written, 17 left: warm), 64 (23 written, 1 left: too late).
     warm = [len(j.prefix_token_ids) for j in large.jobs if j.prefill_only]
     assert warm == [16, 48]
+
+
+@pytest.mark.parametrize("hide_probability", [0.0, 0.5])
+def test_warm_ups_late_in_an_entropy_stopped_segment_wait_for_the_recent_lengths(hide_probability):
+    from relay_ray.controller.prefill_ahead import WarmTiming
+
+    # rstitch over scripted entropies: the small tier stops before output positions 20, 60, 100
+    # and 140; the large tier writes that position and the next one.
+    entropies = [1.0 if p in (20, 60, 100, 140) else 0.0 for p in range(len(DOC))]
+    large = ScriptedTier(Tier.LARGE, VOCAB, DOC, entropies, block_size=16)
+    small = ScriptedTier(Tier.SMALL, VOCAB, DOC, entropies, block_size=16)
+    controller = RelayController({Tier.LARGE: large, Tier.SMALL: small},
+                                 ControllerLimits(prefill_ahead=True, prefill_ahead_hide_probability=hide_probability))
+    # Measured: a large warm-up lasts as long as 10 small tokens, and recent small segments of
+    # this policy all wrote 21 tokens (20 kept, 1 dropped).
+    timing = WarmTiming(hide_probability=hide_probability, decode_ms_per_token={Tier.SMALL: 1.0},
+                        warm_ms={Tier.LARGE: 10.0})
+    for _ in range(8):
+        timing.observe_segment("rstitch", Tier.SMALL, 21)
+    timing.observe_decode = timing.observe_warm = timing.observe_segment = lambda *a: None
+    controller.warm_timing = timing
+    request = RelayRequest(PromptInput(text="Q: "), "rstitch", {"tau": 0.5}, max_new_tokens=150)
+
+    result = drive(controller, request)
+    assert result.token_ids == tuple(DOC[:150])
+    starts = [len(j.prefix_token_ids) for j in small.jobs if not j.prefill_only]
+    assert starts == [1, 23, 63, 103, 143]
+    warm = [len(j.prefix_token_ids) for j in large.jobs if j.prefill_only]
+    # The last segment (from 143) has 8 tokens of budget left: never enough to hide a warm-up.
+    if hide_probability == 0:  # every other block end
+        assert warm == [16, 32, 48, 64, 80, 96, 112, 128]
+    else:
+        # Block ends that come 11 or fewer tokens into a segment (32: 9 in, 64: 1 in, 112: 9
+        # in) leave the 10 tokens a warm-up needs before the usual end at 21; at 16 (15 in) and
+        # 80 (17 in) the recent lengths say the switch comes first; past 21 tokens (48: 25 in,
+        # 96: 33 in, 128: 25 in) no recent segment ran as long: no opinion, warm.
+        assert warm == [32, 48, 64, 96, 112, 128]
