@@ -137,7 +137,7 @@ class WarmTiming:
     alpha: float = 0.2
     hide_probability: float = 0.5  # 0: trust the budget alone (the segment may run to it)
     history: int = 256  # segment lengths kept per (policy, tier)
-    min_samples: int = 8  # fewer comparable segments than this: no opinion (warm)
+    min_samples: int = 8  # fewer segments of (policy, tier) than this: no opinion (warm)
     decode_ms_per_token: dict[Tier, float] = field(default_factory=dict)
     warm_ms: dict[Tier, float] = field(default_factory=dict)
     segment_lengths: dict[tuple[str, Tier], deque[int]] = field(default_factory=dict)
@@ -150,16 +150,22 @@ class WarmTiming:
         self.segment_lengths[key].append(num_tokens)
 
     def outlast_probability(self, policy: str, tier: Tier, num_generated: int, more_tokens: int) -> float | None:
-        """Share of the recent segments of ``policy`` on ``tier`` longer than ``num_generated``
-        that wrote at least ``more_tokens`` more; None with fewer than ``min_samples`` of them."""
-        running = [n for n in self.segment_lengths.get((policy, tier), ()) if n > num_generated]
-        if len(running) < self.min_samples:
+        """Of the recent segments of ``policy`` on ``tier`` longer than ``num_generated``, the
+        share that wrote at least ``more_tokens`` more; None with fewer than ``min_samples``
+        segments recorded. A sparse tail counts as short: fewer than ``min_samples`` segments
+        that long make the share's denominator ``min_samples`` (a segment past nearly every
+        recorded length is not taken to run on: in a first run, warm-ups sent there on no
+        evidence ran into the switch)."""
+        lengths = self.segment_lengths.get((policy, tier), ())
+        if len(lengths) < self.min_samples:
             return None
-        return sum(n >= num_generated + more_tokens for n in running) / len(running)
+        running = [n for n in lengths if n > num_generated]
+        return sum(n >= num_generated + more_tokens for n in running) / max(len(running), self.min_samples)
 
     def observe_decode(self, tier: Tier, num_tokens: int, elapsed_ms: float) -> None:
-        """A segment of ``num_tokens`` tokens took ``elapsed_ms`` end to end on ``tier``
-        (includes its first-token prefill: an over-estimate, which errs towards warming)."""
+        """``tier`` wrote ``num_tokens`` tokens in ``elapsed_ms`` (between two deltas of a
+        segment, so no prefill is counted: a time per token that is too high would make a
+        warm-up look shorter in tokens than it is)."""
         if num_tokens > 0:
             self._update(self.decode_ms_per_token, tier, elapsed_ms / num_tokens)
 

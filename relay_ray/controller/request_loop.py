@@ -143,6 +143,7 @@ class RequestLoop:
                 # prefills it on its own core while the other tier prefills too.
                 self._warm(plan.tier.other, job, job.prefix_token_ids, self._progress(job, plan.tier, 0))
             called = ctl.clock()
+            self._delta_mark: tuple[int, float] | None = None  # (tokens received, when) at the last delta
             result = None
             received_ids = job.prefix_token_ids
             async for item in run_segment(ctl.tiers[plan.tier], job, ctl.limits.retry_policy(plan.tier),
@@ -192,6 +193,10 @@ class RequestLoop:
         if self.planner is None or not delta.token_ids:
             return received_ids
         received_ids += delta.token_ids
+        now, mark = self.ctl.clock(), self._delta_mark
+        if mark is not None:  # the tier's pace between two deltas: decode only, no prefill
+            self.ctl.warm_timing.observe_decode(tier, len(received_ids) - mark[0], (now - mark[1]) * 1000.0)
+        self._delta_mark = (len(received_ids), now)
         progress = self._progress(job, tier, len(received_ids) - len(job.prefix_token_ids))
         self._feed_source = (job, received_ids, progress)
         self._warm(tier.other, job, received_ids, progress)
@@ -206,7 +211,8 @@ class RequestLoop:
             return
         # KV exists for the prefix and every kept token but the last one.
         self.planner.ran(tier, len(job.prefix_token_ids) + max(0, len(result.token_ids) - 1))
-        self.ctl.warm_timing.observe_decode(tier, len(result.token_ids), elapsed_ms)
+        if tier not in self.ctl.warm_timing.decode_ms_per_token:  # until deltas give a pace without prefill
+            self.ctl.warm_timing.observe_decode(tier, len(result.token_ids), elapsed_ms)
         self.ctl.warm_timing.observe_segment(self.request.policy, tier,
                                              len(result.token_ids) + result.num_dropped_tokens)
 

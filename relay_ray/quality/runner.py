@@ -43,6 +43,8 @@ class SegmentStat(BaseModel):
     decode_ms: float = 0.0  # after the first new token
     handoff_ms: float = 0.0  # controller + transport before this segment
     engine_step_ms: float = 0.0  # of prefill_ms, the engine core's own step (0: not reported)
+    engine_in_ms: float = 0.0  # of prefill_ms, from the tier's call until the engine core queued it
+    engine_out_ms: float = 0.0  # of prefill_ms, from the engine core's first token back to the tier
 
     @property
     def num_generated(self) -> int:
@@ -88,7 +90,8 @@ def segment_stats(response) -> tuple[SegmentStat, ...]:
                     num_dropped=seg.num_dropped_tokens, num_prompt_tokens=seg.num_prompt_tokens,
                     num_cached_tokens=seg.num_cached_tokens, queue_ms=seg.timing.queue_ms,
                     prefill_ms=seg.timing.prefill_ms, decode_ms=seg.timing.decode_ms, handoff_ms=seg.handoff_ms,
-                    engine_step_ms=seg.timing.engine_step_ms)
+                    engine_step_ms=seg.timing.engine_step_ms, engine_in_ms=seg.timing.engine_in_ms,
+                    engine_out_ms=seg.timing.engine_out_ms)
         for seg in response.segments)
 
 

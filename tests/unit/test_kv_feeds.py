@@ -39,7 +39,7 @@ class PacedTier(ScriptedTier):
         if self.fail and job.kv_session is not KvSession.END:
             raise RuntimeError("a bug in the tier")
         async for item in super().stream_segment(job):
-            await asyncio.sleep(0.0005)
+            await asyncio.sleep(0.0005 * max(1, len(item.token_ids)))  # 0.5 ms per token
             yield item
 
 

@@ -254,11 +254,16 @@ def test_a_segment_that_may_stop_early_is_judged_by_the_policys_recent_segment_l
     assert not timing.hidden(Tier.LARGE, _progress(25, 100, can_stop_early=True))
     # A fixed-length segment knows its remainder: its budget decides alone.
     assert timing.hidden(Tier.LARGE, _progress(25, 100, can_stop_early=False))
-    # Other policies have their own lengths; too few samples: no opinion (warm).
+    # Other policies have their own lengths; too few recorded: no opinion (warm).
     assert timing.outlast_probability("relaygen", Tier.SMALL, 25, 10) is None
     assert timing.hidden(Tier.LARGE, _progress(25, 100, can_stop_early=True, policy="relaygen"))
-    # Past every recorded length: no opinion either.
-    assert timing.outlast_probability("rstitch", Tier.SMALL, 40, 10) is None
+    # Past every recorded length: taken to end soon (no evidence it runs on).
+    assert timing.outlast_probability("rstitch", Tier.SMALL, 40, 10) == 0.0
+    assert not timing.hidden(Tier.LARGE, _progress(40, 100, can_stop_early=True))
+    # A sparse tail counts as short: 2 of 4 recorded segments ran past 40, both long enough.
+    timing.observe_segment("rstitch", Tier.SMALL, 60)
+    timing.observe_segment("rstitch", Tier.SMALL, 60)
+    assert timing.outlast_probability("rstitch", Tier.SMALL, 40, 10) == 2 / 4
     # hide_probability 0 trusts the budget alone (the behaviour before the gate).
     assert WarmTiming(decode_ms_per_token={Tier.SMALL: 1.0}, warm_ms={Tier.LARGE: 10.0}, hide_probability=0.0,
                       segment_lengths=timing.segment_lengths).hidden(Tier.LARGE, _progress(25, 100, True))
@@ -272,6 +277,26 @@ def test_segment_lengths_keep_only_the_recent_history():
         timing.observe_segment("rstitch", Tier.SMALL, n)
     assert list(timing.segment_lengths[("rstitch", Tier.SMALL)]) == [5, 5, 5, 5]
     assert timing.outlast_probability("rstitch", Tier.SMALL, 0, 10) == 0.0
+
+
+def test_the_generating_tiers_pace_comes_from_its_deltas_not_its_prefill():
+    """Two deltas 16 tokens and 32 ms apart: 2 ms per token, whatever the segment's first
+    token cost (a slow prefill would make a warm-up look shorter in tokens than it is)."""
+    large = ScriptedTier(Tier.LARGE, VOCAB, DOC, block_size=16)
+    small = ScriptedTier(Tier.SMALL, VOCAB, DOC, block_size=16)
+    ticks = iter(range(0, 10_000_000, 2))  # the controller's clock: 2 ms per reading
+    controller = RelayController({Tier.LARGE: large, Tier.SMALL: small}, ControllerLimits(prefill_ahead=True),
+                                 clock=lambda: next(ticks) / 1000.0)
+    seen = []
+    observe = controller.warm_timing.observe_decode
+    controller.warm_timing.observe_decode = lambda tier, n, ms: (seen.append((tier, n, ms)), observe(tier, n, ms))
+    drive(controller, RelayRequest(PromptInput(text="Q: "), "fixed-ratio", {"large_tokens": 8, "small_tokens": 40},
+                                   max_new_tokens=64))
+    from_deltas = [(n, ms) for tier, n, ms in seen if tier is Tier.SMALL and n == 16]
+    assert from_deltas and all(ms > 0 for _, ms in from_deltas)
+    # once deltas gave a pace, whole segments (prefill included) no longer feed the estimate
+    small_obs = [n for tier, n, _ in seen if tier is Tier.SMALL]
+    assert small_obs[small_obs.index(16):].count(40) == 0
 
 
 def test_no_warm_up_at_the_end_of_a_segment_once_it_is_known_to_be_too_slow():
@@ -328,5 +353,5 @@ def test_warm_ups_late_in_an_entropy_stopped_segment_wait_for_the_recent_lengths
         # Block ends that come 11 or fewer tokens into a segment (32: 9 in, 64: 1 in, 112: 9
         # in) leave the 10 tokens a warm-up needs before the usual end at 21; at 16 (15 in) and
         # 80 (17 in) the recent lengths say the switch comes first; past 21 tokens (48: 25 in,
-        # 96: 33 in, 128: 25 in) no recent segment ran as long: no opinion, warm.
-        assert warm == [32, 48, 64, 96, 112, 128]
+        # 96: 33 in, 128: 25 in) no recent segment ran as long: taken to end soon, no warm-up.
+        assert warm == [32, 64, 112]
