@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from relay_ray.controller import RelayController, RelayResult
-from relay_ray.controller.prefill_ahead import PrefillAheadPlanner
+from relay_ray.controller.prefill_ahead import PrefillAheadPlanner, WarmTiming
 from relay_ray.controller.validate import ControllerLimits
 from relay_ray.types import KvSession, PromptInput, RelayRequest, Tier
 from tests.unit.fakes import ScriptedTier
@@ -47,6 +47,11 @@ def _run(policy: str, params: dict, limits: ControllerLimits, fail_small: bool =
     large = PacedTier(Tier.LARGE, VOCAB, DOC, block_size=16)
     small = PacedTier(Tier.SMALL, VOCAB, DOC, block_size=16, fail=fail_small)
     controller = RelayController({Tier.LARGE: large, Tier.SMALL: small}, limits)
+    # Fixed estimates (the tiers' pace: 0.5 ms per token; a feed: 4 ms), so the feeds the timing
+    # gate lets through do not depend on how busy the machine running the test is.
+    timing = WarmTiming(decode_ms_per_token={tier: 0.5 for tier in Tier}, warm_ms={tier: 4.0 for tier in Tier})
+    timing.observe_decode = timing.observe_warm = lambda *a: None
+    controller.warm_timing = timing
     request = RelayRequest(PromptInput(text="Q: "), policy, params, max_new_tokens=128)
 
     async def go() -> RelayResult | Exception:
