@@ -90,10 +90,6 @@ class TierConfig(_Strict):
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="GPU memory fraction")
     max_num_seqs: int = Field(64, ge=1, le=4096, description="sequences batched per engine step")
     max_logprobs: int = Field(20, ge=1, le=1024, description="top-k logprobs for entropy signals")
-    reuse_trailing_step: bool = Field(
-        False, description="keep the token of the engine step a segment stopped by a tier-side rule had already "
-        "started, for the same request's next greedy job that continues exactly that prefix (R-Stitch's "
-        "one-token segments; engines/trailing.py)")
     seed: int = Field(0, ge=0)
     num_replicas: int = Field(1, ge=1, le=1024)
     num_cpus: float = Field(0.0, ge=0, description="Ray CPUs reserved per replica")

@@ -21,7 +21,6 @@ from relay_ray.engines.lifecycle import NICENESS_ENV, bind_to_replica
 from relay_ray.engines.prompts import guard_control_tokens, model_display_name, tokenizer_fingerprint
 from relay_ray.engines import session as kv
 from relay_ray.engines.segment_run import SegmentRun, TokenOutput
-from relay_ray.engines.trailing import TrailingSteps
 from relay_ray.errors import FailureCause, RelayInputError, TierUnavailableError
 from relay_ray.types import (
     THINK_CLOSE_TEXT,
@@ -72,7 +71,6 @@ class VllmTierEngine:
         self._info: TierInfo | None = None
         self._controls: tuple[str, ...] | None = None
         self.sessions: kv.SessionPool | None = None  # KV sessions (engines/session/), if enabled
-        self.trailing = TrailingSteps() if config.reuse_trailing_step else None  # engines/trailing.py
 
     async def start(self) -> None:
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -252,14 +250,11 @@ class VllmTierEngine:
                         async for delta in kv.generate(self.sessions, run, self._chunk_inputs(job), self._push_outputs,
                                                        outcome, t_submit):
                             yield delta
-                elif self.trailing is not None and not job.prefill_only:
-                    outcome.used = await self._from_trailing_step(job, run, outcome, t_submit)
                 if outcome.used:
                     num_cached = outcome.num_cached_tokens
                     timing = SegmentTiming(queue_ms=outcome.queue_ms, prefill_ms=outcome.prefill_ms)
                 if not outcome.finished and not run.done:
-                    # Plainly: the whole job, or the rest of it after a lost session or a
-                    # first token from the trailing step.
+                    # Plainly: the whole job, or the rest of it after a lost session.
                     async for item in self._plain(job, run, not outcome.used):
                         if isinstance(item, SegmentDelta):
                             yield item
@@ -271,26 +266,6 @@ class VllmTierEngine:
             first = outcome.first_token_at or (t_submit + (timing.queue_ms + timing.prefill_ms) / 1000.0)
             timing = replace(timing, decode_ms=max(0.0, (t_end - first) * 1000.0), total_ms=(t_end - t_submit) * 1000.0)
         yield run.result(replica_id=self.replica_id, num_cached_tokens=num_cached, timing=timing)
-
-    def _trailing_settings(self, job: SegmentJob):
-        """What a trailing step's token depends on besides its prefix (None: never reused)."""
-        if job.sampling.temperature != 0:
-            return None  # only greedy tokens are the same whoever computes them
-        return job.sampling, self._sampling_params(job, 1).logprobs
-
-    async def _from_trailing_step(self, job: SegmentJob, run: SegmentRun, outcome: kv.SessionOutcome,
-                                  t_submit: float) -> bool:
-        """Start ``run`` with the token the previous segment's trailing step computed, if it
-        continues exactly this job's prefix (True: a token was pushed; ``outcome`` has its timing)."""
-        settings = self._trailing_settings(job)
-        out = None if settings is None else await self.trailing.take(
-            job.request_id, tuple(run.engine_prefix_ids), settings)
-        if out is None:
-            return False
-        outcome.prefill_ms = (time.perf_counter() - t_submit) * 1000.0
-        outcome.num_cached_tokens = len(run.engine_prefix_ids)
-        outcome.finished = self._push_outputs(run, out)
-        return True
 
     async def _plain(self, job: SegmentJob, run: SegmentRun,
                      fresh: bool) -> AsyncIterator[SegmentDelta | tuple[SegmentTiming, int]]:
@@ -308,42 +283,20 @@ class VllmTierEngine:
         stream = self.engine.generate(TokensPrompt(prompt_token_ids=list(ids)),
                                       self._sampling_params(job, max_tokens), rid)
         timing, num_cached = None, 0
-        engine_ids, last_out_at = list(ids), None  # for the trailing step (engines/trailing.py)
-        kept = False
         try:
             async for out in stream:
-                now = time.perf_counter()
                 if timing is None:
-                    timing = self._ttft_split(out, (now - t_submit) * 1000.0, submitted_at, time.monotonic())
-                elif self.trailing is not None:
-                    self.trailing.observe_step(now - last_out_at)
-                last_out_at = now
+                    timing = self._ttft_split(out, (time.perf_counter() - t_submit) * 1000.0, submitted_at,
+                                              time.monotonic())
                 num_cached = max(num_cached, out.num_cached_tokens or 0)
-                engine_ids += out.outputs[0].token_ids
                 if self._push_outputs(run, out):
-                    kept = self._keep_trailing_step(job, run, out, rid, tuple(engine_ids), stream)
                     break
                 delta = run.take_delta()
                 if delta is not None:
                     yield delta
         finally:
-            if not kept:
-                await stream.aclose()  # aborts the engine request if it is still running
+            await stream.aclose()  # aborts the engine request if it is still running
         yield timing or SegmentTiming(), num_cached
-
-    def _keep_trailing_step(self, job: SegmentJob, run: SegmentRun, out, rid: str, engine_ids: tuple[int, ...],
-                            stream) -> bool:
-        """The tier's rule stopped ``run`` while its engine request runs on: let
-        :class:`TrailingSteps` take the stream over and keep the step in flight (True)."""
-        settings = self._trailing_settings(job)
-        if self.trailing is None or settings is None or out.finished or run.engine_finish is not None:
-            return False
-        internal_ids = list(self.engine.output_processor.external_req_ids.get(rid, ()))
-        if not internal_ids:
-            return False
-        self.trailing.keep(job.request_id, engine_ids, settings, stream,
-                           lambda: self.engine.engine_core.abort_requests_async(internal_ids))
-        return True
 
     def _push_outputs(self, run: SegmentRun, out) -> bool:
         """Feed one engine step's new tokens to ``run``; True when the segment is over."""

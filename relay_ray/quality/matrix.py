@@ -43,22 +43,17 @@ PEERS = {LARGE_X2: SCALED, SPEC_X2: SPEC}
 # policy's recent segment lengths (controller/prefill_ahead.py, WarmTiming).
 ABLATION, SCALED_PA, SCALED_GATED = "scaled (ablation)", "scaled + prefill-ahead", "scaled + gated prefill-ahead"
 CALLER_ABL, CALLER_PA, CALLER_GATED = "caller (ablation)", "caller + prefill-ahead", "caller + gated prefill-ahead"
-# Prefill-ahead off, and the large tier keeps its trailing steps' tokens (engines/trailing.py).
-SCALED_TRAILING, CALLER_TRAILING = "scaled + trailing step", "caller + trailing step"
 _OFF = {"prefill_ahead": False}
 _ON = {"prefill_ahead": True, "prefill_ahead_hide_probability": 0.0}
 _GATED = {"prefill_ahead": True, "prefill_ahead_hide_probability": 0.5}
-# deployment: (base, controller settings, large tier settings)
-PREFILL_AHEAD_ARMS = {ABLATION: (SCALED, _OFF, {}), SCALED_PA: (SCALED, _ON, {}), SCALED_GATED: (SCALED, _GATED, {}),
-                      SCALED_TRAILING: (SCALED, _OFF, {"reuse_trailing_step": True}),
-                      CALLER_ABL: (CALLER, _OFF, {}), CALLER_PA: (CALLER, _ON, {}), CALLER_GATED: (CALLER, _GATED, {}),
-                      CALLER_TRAILING: (CALLER, _OFF, {"reuse_trailing_step": True})}
+PREFILL_AHEAD_ARMS = {ABLATION: (SCALED, _OFF), SCALED_PA: (SCALED, _ON), SCALED_GATED: (SCALED, _GATED),
+                      CALLER_ABL: (CALLER, _OFF), CALLER_PA: (CALLER, _ON), CALLER_GATED: (CALLER, _GATED)}
 # Where a deployment without single-tier runs of its own takes its tier costs: (large, small).
-COST_FROM = {name: (ABLATION, base) for name, (base, _, _) in PREFILL_AHEAD_ARMS.items()}
+COST_FROM = {ABLATION: (ABLATION, SCALED), SCALED_PA: (ABLATION, SCALED), SCALED_GATED: (ABLATION, SCALED),
+             CALLER_ABL: (ABLATION, CALLER), CALLER_PA: (ABLATION, CALLER), CALLER_GATED: (ABLATION, CALLER)}
 # The arms' names in labels ("rstitch, prefill-ahead off") and in the ablation table.
 ARM_NAMES = {ABLATION: "prefill-ahead off", SCALED_PA: "prefill-ahead", SCALED_GATED: "gated prefill-ahead",
-             SCALED_TRAILING: "trailing step reused", CALLER_ABL: "prefill-ahead off", CALLER_PA: "prefill-ahead",
-             CALLER_GATED: "gated prefill-ahead", CALLER_TRAILING: "trailing step reused"}
+             CALLER_ABL: "prefill-ahead off", CALLER_PA: "prefill-ahead", CALLER_GATED: "gated prefill-ahead"}
 CUES_FILE = "demo-models/relaygen-cues.json"
 DECISIONS_FILE = "data/arith/scaled-decisions.json"
 TAUS = (0.02, 0.05, 0.08, 0.12, 0.2, 0.3)
@@ -184,14 +179,14 @@ def prefill_ahead_ablation(tau: float, cue_set: str, cue_params: dict) -> list[E
     their handoffs (a first run with large-only first measured 14 uncached tokens per handoff
     for rstitch off against 9 on, and its arms could not be compared)."""
     arms = []
-    for deployment in (ABLATION, SCALED_PA, SCALED_GATED, SCALED_TRAILING):
+    for deployment in (ABLATION, SCALED_PA, SCALED_GATED):
         arm = ARM_NAMES[deployment]
         arms += [_rstitch(f"rstitch, {arm}", tau, Group.HANDOFF, deployment=deployment, full=False),
                  _relaygen(f"relaygen, {arm}", cue_set, cue_params, Group.HANDOFF, deployment=deployment, full=False)]
         if deployment == ABLATION:
             arms.append(Entry(label="large-only (ablation)", policy="large-only", deployment=ABLATION,
                               group=Group.HANDOFF, full=False))
-    for deployment in (CALLER_ABL, CALLER_PA, CALLER_GATED, CALLER_TRAILING):
+    for deployment in (CALLER_ABL, CALLER_PA, CALLER_GATED):
         arms.append(Entry(label=f"relayllm, {ARM_NAMES[deployment]}", policy="relayllm", params=RELAYLLM_PARAMS, deployment=deployment,
                           group=Group.HANDOFF, full=False))
     return arms

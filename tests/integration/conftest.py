@@ -93,11 +93,9 @@ def relay_server(tmp_path_factory):
                       "enable_reflection": True},
     )
     # `pair` runs prefill-ahead (off by default) so the tests cover it; `same` runs the defaults.
-    # Both large tiers reuse trailing steps (off by default), so the exactness tests cover it.
-    pair = RelayConfig(large=tier("demo-large", "0", reuse_trailing_step=True), small=tier("demo-small", "1"),
+    pair = RelayConfig(large=tier("demo-large", "0"), small=tier("demo-small", "1"),
                        controller={"max_new_tokens_limit": 512, "prefill_ahead": True})
-    same = RelayConfig(large=tier("demo-small", "0", num_replicas=2, reuse_trailing_step=True),
-                       small=tier("demo-small", "1", num_replicas=2),
+    same = RelayConfig(large=tier("demo-small", "0", num_replicas=2), small=tier("demo-small", "1", num_replicas=2),
                        controller={"max_new_tokens_limit": 512, "num_replicas": 2})
     edge = RelayConfig(large=tier("demo-small", "0"), small=tier("demo-small", "1"),
                        controller={"max_new_tokens_limit": 512, "max_ongoing_requests": EDGE_ONGOING,
