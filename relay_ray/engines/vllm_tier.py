@@ -253,24 +253,33 @@ class VllmTierEngine:
                 if outcome.used:
                     num_cached = outcome.num_cached_tokens
                     timing = SegmentTiming(queue_ms=outcome.queue_ms, prefill_ms=outcome.prefill_ms)
-                if not outcome.finished and not run.done:
-                    # Plainly: the whole job, or the rest of it after a lost session.
-                    async for item in self._plain(job, run, not outcome.used):
+                fresh, cap, timed = not outcome.used, self._first_chunk(job), outcome.used
+                while not outcome.finished and not run.done:
+                    # Plainly: the whole job, or the rest of it after a lost session or a first chunk.
+                    async for item in self._plain(job, run, fresh, cap):
                         if isinstance(item, SegmentDelta):
                             yield item
                         else:
                             plain_timing, plain_cached = item
-                            if not outcome.used:
-                                timing, num_cached = plain_timing, plain_cached
+                            if not timed:  # a later chunk keeps the first one's timing
+                                timing, num_cached, timed = plain_timing, plain_cached, True
+                    if not cap:
+                        break
+                    fresh, cap = False, 0
             t_end = time.perf_counter()
             first = outcome.first_token_at or (t_submit + (timing.queue_ms + timing.prefill_ms) / 1000.0)
             timing = replace(timing, decode_ms=max(0.0, (t_end - first) * 1000.0), total_ms=(t_end - t_submit) * 1000.0)
         yield run.result(replica_id=self.replica_id, num_cached_tokens=num_cached, timing=timing)
 
-    async def _plain(self, job: SegmentJob, run: SegmentRun,
-                     fresh: bool) -> AsyncIterator[SegmentDelta | tuple[SegmentTiming, int]]:
+    def _first_chunk(self, job: SegmentJob) -> int:
+        """Tokens to ask the engine for first (0: all), see ``TierConfig.first_chunk_tokens``."""
+        return self.config.first_chunk_tokens if job.stop.can_stop_early and not job.prefill_only else 0
+
+    async def _plain(self, job: SegmentJob, run: SegmentRun, fresh: bool,
+                     cap: int = 0) -> AsyncIterator[SegmentDelta | tuple[SegmentTiming, int]]:
         """One engine request continuing ``run`` (from its prefix if ``fresh``, else from the
-        tokens it has); yields deltas, then (time-to-first-token split, cached tokens)."""
+        tokens it has), for at most ``cap`` tokens if set (the engine's end at the cap does not
+        end ``run``); yields deltas, then (time-to-first-token split, cached tokens)."""
         from vllm.inputs import TokensPrompt
 
         t_submit, submitted_at = time.perf_counter(), time.monotonic()  # vLLM stamps the engine's events on the latter
@@ -279,6 +288,8 @@ class VllmTierEngine:
         else:
             ids = run.prefix_ids + run.stopper.token_ids
             max_tokens = run.max_engine_tokens - (run.stopper.num_tokens - run.num_resumed)
+        capped = 0 < cap < max_tokens
+        max_tokens = min(max_tokens, cap) if capped else max_tokens
         rid = f"{job.request_id}-{job.segment_index}-{uuid.uuid4().hex[:6]}"
         stream = self.engine.generate(TokensPrompt(prompt_token_ids=list(ids)),
                                       self._sampling_params(job, max_tokens), rid)
@@ -289,7 +300,7 @@ class VllmTierEngine:
                     timing = self._ttft_split(out, (time.perf_counter() - t_submit) * 1000.0, submitted_at,
                                               time.monotonic())
                 num_cached = max(num_cached, out.num_cached_tokens or 0)
-                if self._push_outputs(run, out):
+                if self._push_outputs(run, out, at_cap=capped):
                     break
                 delta = run.take_delta()
                 if delta is not None:
@@ -298,8 +309,9 @@ class VllmTierEngine:
             await stream.aclose()  # aborts the engine request if it is still running
         yield timing or SegmentTiming(), num_cached
 
-    def _push_outputs(self, run: SegmentRun, out) -> bool:
-        """Feed one engine step's new tokens to ``run``; True when the segment is over."""
+    def _push_outputs(self, run: SegmentRun, out, at_cap: bool = False) -> bool:
+        """Feed one engine step's new tokens to ``run``; True when the segment is over. With
+        ``at_cap``, the engine ending the request at its token limit does not end ``run``."""
         c = out.outputs[0]
         k = self.config.max_logprobs
         vocab_size = self._info.vocab_size if self._info else 2
@@ -314,6 +326,8 @@ class VllmTierEngine:
             if run.push(token):
                 return True
         if out.finished:
+            if at_cap and c.finish_reason == "length":
+                return False  # the first chunk's limit, not the segment's: the caller continues
             run.engine_finished(eos=c.finish_reason == "stop")
             return True
         return False

@@ -43,17 +43,23 @@ PEERS = {LARGE_X2: SCALED, SPEC_X2: SPEC}
 # policy's recent segment lengths (controller/prefill_ahead.py, WarmTiming).
 ABLATION, SCALED_PA, SCALED_GATED = "scaled (ablation)", "scaled + prefill-ahead", "scaled + gated prefill-ahead"
 CALLER_ABL, CALLER_PA, CALLER_GATED = "caller (ablation)", "caller + prefill-ahead", "caller + gated prefill-ahead"
+# Prefill-ahead off; the large tier asks its engine for one token first (TierConfig.first_chunk_tokens).
+SCALED_CHUNK, CALLER_CHUNK = "scaled + first chunk", "caller + first chunk"
 _OFF = {"prefill_ahead": False}
 _ON = {"prefill_ahead": True, "prefill_ahead_hide_probability": 0.0}
 _GATED = {"prefill_ahead": True, "prefill_ahead_hide_probability": 0.5}
-PREFILL_AHEAD_ARMS = {ABLATION: (SCALED, _OFF), SCALED_PA: (SCALED, _ON), SCALED_GATED: (SCALED, _GATED),
-                      CALLER_ABL: (CALLER, _OFF), CALLER_PA: (CALLER, _ON), CALLER_GATED: (CALLER, _GATED)}
+_CHUNK = {"first_chunk_tokens": 1}
+# deployment: (base, controller settings, large tier settings)
+PREFILL_AHEAD_ARMS = {ABLATION: (SCALED, _OFF, {}), SCALED_PA: (SCALED, _ON, {}), SCALED_GATED: (SCALED, _GATED, {}),
+                      SCALED_CHUNK: (SCALED, _OFF, _CHUNK), CALLER_ABL: (CALLER, _OFF, {}),
+                      CALLER_PA: (CALLER, _ON, {}), CALLER_GATED: (CALLER, _GATED, {}),
+                      CALLER_CHUNK: (CALLER, _OFF, _CHUNK)}
 # Where a deployment without single-tier runs of its own takes its tier costs: (large, small).
-COST_FROM = {ABLATION: (ABLATION, SCALED), SCALED_PA: (ABLATION, SCALED), SCALED_GATED: (ABLATION, SCALED),
-             CALLER_ABL: (ABLATION, CALLER), CALLER_PA: (ABLATION, CALLER), CALLER_GATED: (ABLATION, CALLER)}
+COST_FROM = {name: (ABLATION, base) for name, (base, _, _) in PREFILL_AHEAD_ARMS.items()}
 # The arms' names in labels ("rstitch, prefill-ahead off") and in the ablation table.
 ARM_NAMES = {ABLATION: "prefill-ahead off", SCALED_PA: "prefill-ahead", SCALED_GATED: "gated prefill-ahead",
-             CALLER_ABL: "prefill-ahead off", CALLER_PA: "prefill-ahead", CALLER_GATED: "gated prefill-ahead"}
+             SCALED_CHUNK: "one-token first chunk", CALLER_ABL: "prefill-ahead off", CALLER_PA: "prefill-ahead",
+             CALLER_GATED: "gated prefill-ahead", CALLER_CHUNK: "one-token first chunk"}
 CUES_FILE = "demo-models/relaygen-cues.json"
 DECISIONS_FILE = "data/arith/scaled-decisions.json"
 TAUS = (0.02, 0.05, 0.08, 0.12, 0.2, 0.3)
@@ -179,14 +185,14 @@ def prefill_ahead_ablation(tau: float, cue_set: str, cue_params: dict) -> list[E
     their handoffs (a first run with large-only first measured 14 uncached tokens per handoff
     for rstitch off against 9 on, and its arms could not be compared)."""
     arms = []
-    for deployment in (ABLATION, SCALED_PA, SCALED_GATED):
+    for deployment in (ABLATION, SCALED_PA, SCALED_GATED, SCALED_CHUNK):
         arm = ARM_NAMES[deployment]
         arms += [_rstitch(f"rstitch, {arm}", tau, Group.HANDOFF, deployment=deployment, full=False),
                  _relaygen(f"relaygen, {arm}", cue_set, cue_params, Group.HANDOFF, deployment=deployment, full=False)]
         if deployment == ABLATION:
             arms.append(Entry(label="large-only (ablation)", policy="large-only", deployment=ABLATION,
                               group=Group.HANDOFF, full=False))
-    for deployment in (CALLER_ABL, CALLER_PA, CALLER_GATED):
+    for deployment in (CALLER_ABL, CALLER_PA, CALLER_GATED, CALLER_CHUNK):
         arms.append(Entry(label=f"relayllm, {ARM_NAMES[deployment]}", policy="relayllm", params=RELAYLLM_PARAMS, deployment=deployment,
                           group=Group.HANDOFF, full=False))
     return arms

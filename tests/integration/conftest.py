@@ -92,10 +92,13 @@ def relay_server(tmp_path_factory):
         grpc_options={"port": grpc_port, "grpc_servicer_functions": list(SERVICER_FUNCTIONS),
                       "enable_reflection": True},
     )
-    # `pair` runs prefill-ahead (off by default) so the tests cover it; `same` runs the defaults.
+    # `pair` runs prefill-ahead (off by default) so the tests cover it; `same` runs the defaults
+    # but for a one-token first engine chunk on its large tier (off by default), which the
+    # exactness tests then cover.
     pair = RelayConfig(large=tier("demo-large", "0"), small=tier("demo-small", "1"),
                        controller={"max_new_tokens_limit": 512, "prefill_ahead": True})
-    same = RelayConfig(large=tier("demo-small", "0", num_replicas=2), small=tier("demo-small", "1", num_replicas=2),
+    same = RelayConfig(large=tier("demo-small", "0", num_replicas=2, first_chunk_tokens=1),
+                       small=tier("demo-small", "1", num_replicas=2),
                        controller={"max_new_tokens_limit": 512, "num_replicas": 2})
     edge = RelayConfig(large=tier("demo-small", "0"), small=tier("demo-small", "1"),
                        controller={"max_new_tokens_limit": 512, "max_ongoing_requests": EDGE_ONGOING,
