@@ -91,11 +91,11 @@ class TierConfig(_Strict):
     max_num_seqs: int = Field(64, ge=1, le=4096, description="sequences batched per engine step")
     max_logprobs: int = Field(20, ge=1, le=1024, description="top-k logprobs for entropy signals")
     first_chunk_tokens: int = Field(
-        0, ge=0, le=1024, description="for segments a rule the tier applies may end (entropy, stop strings): ask "
-        "the engine for at most this many tokens first, and continue in a new engine request only if the rule has "
-        "not fired. A request the engine ends itself runs no further step, while one the tier aborts has usually "
-        "started its next decode step, which the request's next handoff then waits for (R-Stitch's one-token "
-        "large segments: 1; docs/benchmarks.md). 0: off")
+        0, ge=0, le=1024, description="for segments an entropy rule may end: ask the engine for at most this many "
+        "tokens first, and continue in a new engine request only if the rule has not fired. A request the engine "
+        "ends itself runs no further step, while one the tier aborts has usually started its next decode step, "
+        "which the request's next handoff then waits for. Set 1 on the large tier for R-Stitch (its large segments "
+        "are mostly one token: 1.21x faster at c=1, docs/benchmarks.md); 0: off")
     seed: int = Field(0, ge=0)
     num_replicas: int = Field(1, ge=1, le=1024)
     num_cpus: float = Field(0.0, ge=0, description="Ray CPUs reserved per replica")

@@ -272,8 +272,10 @@ class VllmTierEngine:
         yield run.result(replica_id=self.replica_id, num_cached_tokens=num_cached, timing=timing)
 
     def _first_chunk(self, job: SegmentJob) -> int:
-        """Tokens to ask the engine for first (0: all), see ``TierConfig.first_chunk_tokens``."""
-        return self.config.first_chunk_tokens if job.stop.can_stop_early and not job.prefill_only else 0
+        """Tokens to ask the engine for first (0: all), see ``TierConfig.first_chunk_tokens``. Only
+        entropy rules: they end R-Stitch's large segments after a token or two, while cue strings end
+        long segments, for which a first chunk would only add an engine request."""
+        return self.config.first_chunk_tokens if job.stop.entropy is not None and not job.prefill_only else 0
 
     async def _plain(self, job: SegmentJob, run: SegmentRun, fresh: bool,
                      cap: int = 0) -> AsyncIterator[SegmentDelta | tuple[SegmentTiming, int]]:

@@ -1,5 +1,5 @@
 """A tier's first engine chunk (TierConfig.first_chunk_tokens): the engine's end at the chunk's
-limit does not end the segment, and only segments a tier-side rule may end are chunked."""
+limit does not end the segment, and only segments an entropy rule may end are chunked."""
 
 from __future__ import annotations
 
@@ -30,10 +30,10 @@ def _finished_output(token_id: int, reason: str):
 ENTROPY = StopRule(max_new_tokens=32, entropy=EntropyRule(0.3, above=False))
 
 
-def test_only_segments_a_tier_rule_may_end_get_a_first_chunk():
+def test_only_segments_an_entropy_rule_may_end_get_a_first_chunk():
     tier = _tier(1)
     assert tier._first_chunk(_job(ENTROPY)) == 1
-    assert tier._first_chunk(_job(StopRule(max_new_tokens=32, stop_strings=("b",)))) == 1
+    assert tier._first_chunk(_job(StopRule(max_new_tokens=32, stop_strings=("b",)))) == 0  # cue strings: long
     assert tier._first_chunk(_job(StopRule(max_new_tokens=32))) == 0  # fixed length: the engine knows the end
     assert tier._first_chunk(_job(ENTROPY, prefill_only=True)) == 0
     assert _tier(0)._first_chunk(_job(ENTROPY)) == 0  # off by default
