@@ -79,6 +79,7 @@ class RequestLoop:
         self.kv_tiers = limits.kv_session_tiers if policy.switches_tiers else frozenset()
         self._kept: set[Tier] = set()  # tiers that were asked: they release it at the end
         self._feed_source: tuple | None = None  # the running segment's latest tokens, for the next feed
+        self._delta_mark: tuple[int, float] | None = None  # (tokens received, when) at the segment's last delta
         self._ended = False
         self.planner = self._planner() if policy.switches_tiers else None
         self.interval = limits.stream_interval_tokens if stream_text else 0
@@ -143,7 +144,7 @@ class RequestLoop:
                 # prefills it on its own core while the other tier prefills too.
                 self._warm(plan.tier.other, job, job.prefix_token_ids, self._progress(job, plan.tier, 0))
             called = ctl.clock()
-            self._delta_mark: tuple[int, float] | None = None  # (tokens received, when) at the last delta
+            self._delta_mark = None
             result = None
             received_ids = job.prefix_token_ids
             async for item in run_segment(ctl.tiers[plan.tier], job, ctl.limits.retry_policy(plan.tier),
