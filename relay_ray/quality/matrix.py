@@ -38,27 +38,32 @@ CONFIGS = {SCALED: "cluster/serve-scaled.yaml", CALLER: "cluster/serve-scaled-ca
 PEERS = {LARGE_X2: SCALED, SPEC_X2: SPEC}
 # Item 3's prefill-ahead ablation on the real policies: each arm runs its latency passes in one
 # run, against a large-only latency pass of the same run. A derived deployment is its base
-# config with the controller settings given (the plain arm re-runs the base): prefill-ahead
-# off, on with every warm-up the segment's budget allows, and on with warm-ups gated by the
-# policy's recent segment lengths (controller/prefill_ahead.py, WarmTiming).
+# config with the controller and large-tier settings given: prefill-ahead off, on with every
+# warm-up the segment's budget allows, and on with warm-ups gated by the policy's recent
+# segment lengths (controller/prefill_ahead.py, WarmTiming), each with the large tier's first
+# chunk pinned off ("plain") unless the arm is a first-chunk arm.
 ABLATION, SCALED_PA, SCALED_GATED = "scaled (ablation)", "scaled + prefill-ahead", "scaled + gated prefill-ahead"
 CALLER_ABL, CALLER_PA, CALLER_GATED = "caller (ablation)", "caller + prefill-ahead", "caller + gated prefill-ahead"
-# Prefill-ahead off; the large tier asks its engine for one token first (TierConfig.first_chunk_tokens).
+# The large tier asks its engine for one token first (TierConfig.first_chunk_tokens; the served
+# config's setting): with prefill-ahead off, and with gated warm-ups.
 SCALED_CHUNK, CALLER_CHUNK = "scaled + first chunk", "caller + first chunk"
+SCALED_GATED_CHUNK = "scaled + gated prefill-ahead + first chunk"
 _OFF = {"prefill_ahead": False}
 _ON = {"prefill_ahead": True, "prefill_ahead_hide_probability": 0.0}
 _GATED = {"prefill_ahead": True, "prefill_ahead_hide_probability": 0.5}
-_CHUNK = {"first_chunk_tokens": 1}
+_PLAIN, _CHUNK = {"first_chunk_tokens": 0}, {"first_chunk_tokens": 1}
 # deployment: (base, controller settings, large tier settings)
-PREFILL_AHEAD_ARMS = {ABLATION: (SCALED, _OFF, {}), SCALED_PA: (SCALED, _ON, {}), SCALED_GATED: (SCALED, _GATED, {}),
-                      SCALED_CHUNK: (SCALED, _OFF, _CHUNK), CALLER_ABL: (CALLER, _OFF, {}),
-                      CALLER_PA: (CALLER, _ON, {}), CALLER_GATED: (CALLER, _GATED, {}),
+PREFILL_AHEAD_ARMS = {ABLATION: (SCALED, _OFF, _PLAIN), SCALED_PA: (SCALED, _ON, _PLAIN),
+                      SCALED_GATED: (SCALED, _GATED, _PLAIN), SCALED_CHUNK: (SCALED, _OFF, _CHUNK),
+                      SCALED_GATED_CHUNK: (SCALED, _GATED, _CHUNK), CALLER_ABL: (CALLER, _OFF, _PLAIN),
+                      CALLER_PA: (CALLER, _ON, _PLAIN), CALLER_GATED: (CALLER, _GATED, _PLAIN),
                       CALLER_CHUNK: (CALLER, _OFF, _CHUNK)}
 # Where a deployment without single-tier runs of its own takes its tier costs: (large, small).
 COST_FROM = {name: (ABLATION, base) for name, (base, _, _) in PREFILL_AHEAD_ARMS.items()}
 # The arms' names in labels ("rstitch, prefill-ahead off") and in the ablation table.
 ARM_NAMES = {ABLATION: "prefill-ahead off", SCALED_PA: "prefill-ahead", SCALED_GATED: "gated prefill-ahead",
-             SCALED_CHUNK: "one-token first chunk", CALLER_ABL: "prefill-ahead off", CALLER_PA: "prefill-ahead",
+             SCALED_CHUNK: "one-token first chunk", SCALED_GATED_CHUNK: "gated prefill-ahead + first chunk",
+             CALLER_ABL: "prefill-ahead off", CALLER_PA: "prefill-ahead",
              CALLER_GATED: "gated prefill-ahead", CALLER_CHUNK: "one-token first chunk"}
 CUES_FILE = "demo-models/relaygen-cues.json"
 DECISIONS_FILE = "data/arith/scaled-decisions.json"
@@ -175,8 +180,9 @@ def final_plan(decisions: Decisions, cues_file: str = CUES_FILE, taus=TAUS, curv
 
 
 def prefill_ahead_ablation(tau: float, cue_set: str, cue_params: dict) -> list[Entry]:
-    """Each real policy with prefill-ahead off, on, and on with gated warm-ups, latency passes
-    only (the answers are the same by greedy exactness), and a large-only latency pass that
+    """Each real policy with prefill-ahead off, on, and on with gated warm-ups, and with the
+    large tier's one-token first chunk (rstitch and relaygen: prefill-ahead off and gated; the
+    entropy rule is what it is for), latency passes only (the answers are the same by greedy exactness), and a large-only latency pass that
     gives this run's decode step.
 
     Every arm finds the same prefix cache: each deployment starts with fresh engines, and the
@@ -185,7 +191,7 @@ def prefill_ahead_ablation(tau: float, cue_set: str, cue_params: dict) -> list[E
     their handoffs (a first run with large-only first measured 14 uncached tokens per handoff
     for rstitch off against 9 on, and its arms could not be compared)."""
     arms = []
-    for deployment in (ABLATION, SCALED_PA, SCALED_GATED, SCALED_CHUNK):
+    for deployment in (ABLATION, SCALED_PA, SCALED_GATED, SCALED_CHUNK, SCALED_GATED_CHUNK):
         arm = ARM_NAMES[deployment]
         arms += [_rstitch(f"rstitch, {arm}", tau, Group.HANDOFF, deployment=deployment, full=False),
                  _relaygen(f"relaygen, {arm}", cue_set, cue_params, Group.HANDOFF, deployment=deployment, full=False)]

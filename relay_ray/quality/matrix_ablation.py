@@ -20,7 +20,8 @@ COLUMNS = ("policy", "prefill-ahead", "c=1 ms", "c=1 vs off", "c=1 speedup (this
            "of which the engine's step, p50 ms")
 BASE_LABEL = "large-only (ablation)"
 ARM_COLUMN = {"prefill-ahead off": "off", "prefill-ahead": "on", "gated prefill-ahead": "gated",
-              "one-token first chunk": "off, one-token first chunk"}
+              "one-token first chunk": "off, one-token first chunk",
+              "gated prefill-ahead + first chunk": "gated, one-token first chunk"}
 
 
 def ablation_table(all_rows: list[Row]) -> str:
