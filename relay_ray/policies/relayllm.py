@@ -3,15 +3,17 @@
 The small model stops right after ``</call>``; the command is parsed
 (``<call>\\s*(\\d+)\\s*</call>``) and removed from the output (the tokens overlapping it
 are dropped), then the large model writes ``n`` tokens and control returns to the small
-model. ``n = 0`` or a malformed command hands nothing over. After ``max_calls`` commands
-the small model is no longer stopped at ``</call>`` (bounding call loops).
+model. ``n = 0`` or a malformed command hands nothing over; ``min_call_tokens`` raises a
+smaller ``n`` (the large model writes past the span the caller asked for). After
+``max_calls`` commands the small model is no longer stopped at ``</call>`` (bounding call
+loops).
 """
 
 from __future__ import annotations
 
 import re
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from relay_ray.policies.base import Policy, PolicyParams, SegmentPlan, Transition
 from relay_ray.state import RelayState
@@ -24,6 +26,14 @@ CALL_RE = re.compile(rf"{re.escape(CALL_OPEN)}\s*(\d+)\s*{re.escape(CALL_CLOSE)}
 class RelayLLMParams(PolicyParams):
     max_calls: int = Field(4, ge=0, le=1024, description="commands honoured per request")
     max_call_tokens: int = Field(1024, ge=1, le=65536, description="cap on n of one command")
+    min_call_tokens: int = Field(1, ge=1, le=65536, description="floor on n of a command with n >= 1")
+
+    @model_validator(mode="after")
+    def _floor_within_cap(self) -> RelayLLMParams:
+        if self.min_call_tokens > self.max_call_tokens:
+            raise ValueError(f"min_call_tokens ({self.min_call_tokens}) must not exceed max_call_tokens "
+                             f"({self.max_call_tokens})")
+        return self
 
 
 class RelayLLMPolicy(Policy):
@@ -54,6 +64,8 @@ class RelayLLMPolicy(Policy):
         if match is None:  # malformed: leave the text, count it so a loop stays bounded
             return Transition(Tier.SMALL, memo={"num_calls": num_calls})
         num_kept = sum(1 for end in result.text_offsets if end <= match.start())
-        n = min(int(match.group(1)), self.params.max_call_tokens)
+        n = int(match.group(1))
+        if n > 0:  # a floor gives the large model room past the caller's span; n = 0 asks nothing
+            n = min(max(n, self.params.min_call_tokens), self.params.max_call_tokens)
         memo = {"num_calls": num_calls, "pending_call_tokens": n}
         return Transition(Tier.LARGE if n > 0 else Tier.SMALL, num_kept=num_kept, memo=memo)

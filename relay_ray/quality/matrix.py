@@ -69,6 +69,8 @@ CUES_FILE = "demo-models/relaygen-cues.json"
 DECISIONS_FILE = "data/arith/scaled-decisions.json"
 TAUS = (0.02, 0.05, 0.08, 0.12, 0.2, 0.3)
 RELAYLLM_PARAMS = {"max_calls": 32}
+# The dev stage's relayllm points: min_call_tokens, the floor on the large model's span per call.
+CALL_FLOORS = (1, 2, 4, 8)
 
 
 class Group(str, enum.Enum):
@@ -76,6 +78,7 @@ class Group(str, enum.Enum):
     TAU_SWEEP = "tau sweep"
     CUE_SETS = "cue sets"
     PEER = "peer"
+    CALL_FLOOR = "call floor"  # dev: relayllm with a floor on each call's span
     HANDOFF = "handoff ablation"  # latency passes only: the handoff into the large tier, arm by arm
     COST = "cost"  # single-tier latency runs that give a deployment's tier costs
 
@@ -96,6 +99,7 @@ class Entry(BaseModel):
     items: int | None = None  # full pass over the first N items only (curve points); None: all
     tau: float | None = None  # rstitch rows: the threshold (tau-sweep curve)
     cue_set: str | None = None  # relaygen rows: the cue set (cue-set curve)
+    call_floor: int | None = None  # dev relayllm rows: min_call_tokens
 
 
 class Decisions(BaseModel):
@@ -106,6 +110,7 @@ class Decisions(BaseModel):
     split: str
     rstitch_tau: float
     relaygen_cue_set: str
+    relayllm_min_call_tokens: int = Field(1, ge=1)  # 1: the caller's own span lengths
     rules: dict[str, str]
     evidence: dict = Field(default_factory=dict)
 
@@ -134,10 +139,18 @@ def _relaygen(label: str, name: str, params: dict, group: Group, **kw) -> Entry:
     return Entry(label=label, policy="relaygen", params=params, group=group, cue_set=name, **kw)
 
 
-def dev_plan(taus=TAUS) -> list[Entry]:
-    """The dev stage: accuracy and compute of large-only and every tau, no latency passes."""
+def relayllm_params(floor: int) -> dict:
+    """relayllm's parameters with call floor ``floor`` (1: the caller's own span lengths)."""
+    return RELAYLLM_PARAMS | ({"min_call_tokens": floor} if floor > 1 else {})
+
+
+def dev_plan(taus=TAUS, floors=CALL_FLOORS) -> list[Entry]:
+    """The dev stage: accuracy and compute of large-only, every tau and every relayllm call
+    floor (caller deployment), no latency passes."""
     out = [Entry(label="large-only", policy="large-only", latency=False)]
-    return out + [_rstitch(f"rstitch tau={t}", t, Group.TAU_SWEEP, latency=False) for t in taus]
+    out += [_rstitch(f"rstitch tau={t}", t, Group.TAU_SWEEP, latency=False) for t in taus]
+    return out + [Entry(label=f"relayllm floor={f}", policy="relayllm", params=relayllm_params(f), deployment=CALLER,
+                        group=Group.CALL_FLOOR, latency=False, call_floor=f) for f in floors]
 
 
 def final_plan(decisions: Decisions, cues_file: str = CUES_FILE, taus=TAUS, curve_items: int | None = 200) -> list[Entry]:
@@ -158,7 +171,7 @@ def final_plan(decisions: Decisions, cues_file: str = CUES_FILE, taus=TAUS, curv
               for n, p in sets.items() if n != cue_set]
     caller = [
         Entry(label="caller alone", policy="small-only", deployment=CALLER),
-        Entry(label="relayllm", policy="relayllm", params=RELAYLLM_PARAMS, deployment=CALLER),
+        Entry(label="relayllm", policy="relayllm", params=relayllm_params(decisions.relayllm_min_call_tokens), deployment=CALLER),
         Entry(label="random@relayllm", policy="random", match="relayllm", deployment=CALLER),
     ]
     spec = [
@@ -176,10 +189,12 @@ def final_plan(decisions: Decisions, cues_file: str = CUES_FILE, taus=TAUS, curv
     peers = [Entry(label="large-only x2", policy="large-only", deployment=LARGE_X2, group=Group.PEER, latency=False),
              Entry(label="spec decoding x2", policy="large-only", deployment=SPEC_X2, group=Group.PEER,
                    latency=False)]
-    return main + sweep + caller + spec + kv + peers + prefill_ahead_ablation(tau, cue_set, sets[cue_set])
+    return main + sweep + caller + spec + kv + peers + prefill_ahead_ablation(
+        tau, cue_set, sets[cue_set], relayllm_params(decisions.relayllm_min_call_tokens))
 
 
-def prefill_ahead_ablation(tau: float, cue_set: str, cue_params: dict) -> list[Entry]:
+def prefill_ahead_ablation(tau: float, cue_set: str, cue_params: dict,
+                           relayllm: dict = RELAYLLM_PARAMS) -> list[Entry]:
     """Each real policy with prefill-ahead off, on, and on with gated warm-ups, and with the
     large tier's one-token first chunk (rstitch and relaygen: prefill-ahead off and gated; the
     entropy rule is what it is for), latency passes only (the answers are the same by greedy exactness), and a large-only latency pass that
@@ -199,7 +214,7 @@ def prefill_ahead_ablation(tau: float, cue_set: str, cue_params: dict) -> list[E
             arms.append(Entry(label="large-only (ablation)", policy="large-only", deployment=ABLATION,
                               group=Group.HANDOFF, full=False))
     for deployment in (CALLER_ABL, CALLER_PA, CALLER_GATED, CALLER_CHUNK):
-        arms.append(Entry(label=f"relayllm, {ARM_NAMES[deployment]}", policy="relayllm", params=RELAYLLM_PARAMS, deployment=deployment,
+        arms.append(Entry(label=f"relayllm, {ARM_NAMES[deployment]}", policy="relayllm", params=relayllm, deployment=deployment,
                           group=Group.HANDOFF, full=False))
     return arms
 

@@ -1,6 +1,7 @@
 """``python -m relay_ray.quality.matrix_command``: the issue-10 matrix in one command.
 
-    # dev: choose the rstitch tau (writes the decisions file)
+    # dev: choose the rstitch tau and the relayllm call floor (writes the decisions file;
+    # with --only, a group not run keeps the file's earlier choice)
     python -m relay_ray.quality.matrix_command run --stage dev --data data/arith/dev.jsonl \\
         --out out/matrix-dev --write-decisions data/arith/scaled-decisions.json
     # final: every row on the test split, once (tables + Pareto PNG)
@@ -92,9 +93,11 @@ def run(args) -> int:
     if args.stage == "dev" and args.write_decisions:
         from relay_ray.quality.matrix_report import decide
 
-        decisions = decide(results, Path(args.data).stem)
-        Path(args.write_decisions).write_text(decisions.model_dump_json(indent=1) + "\n")
-        print(f"wrote {args.write_decisions}: tau {decisions.rstitch_tau}, cue set {decisions.relaygen_cue_set!r}")
+        target = Path(args.write_decisions)
+        decisions = decide(results, Path(args.data).stem, previous=Decisions.load(target) if target.exists() else None)
+        target.write_text(decisions.model_dump_json(indent=1) + "\n")
+        print(f"wrote {target}: tau {decisions.rstitch_tau}, cue set {decisions.relaygen_cue_set!r}, "
+              f"relayllm call floor {decisions.relayllm_min_call_tokens}")
     return report(out, args.png)
 
 
@@ -116,7 +119,7 @@ def report(out: Path, png: str | None = None) -> int:
     if m.get("decisions"):
         d = m["decisions"]
         head += [f"Decisions (made on the {d['split']} split): rstitch tau {d['rstitch_tau']}, relaygen cue set "
-                 f"{d['relaygen_cue_set']!r}.", ""]
+                 f"{d['relaygen_cue_set']!r}, relayllm call floor {d.get('relayllm_min_call_tokens', 1)}.", ""]
     md = "\n".join(head + ["### Policies", main_table(all_rows, compute), "", "### Tau sweep and cue sets",
                            sweep_table(all_rows), "", "### Against the issue's targets", targets_table(all_rows), ""])
     ablation = ablation_table(all_rows)

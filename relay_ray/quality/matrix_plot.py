@@ -11,7 +11,7 @@ from relay_ray.quality.matrix import Group
 from relay_ray.quality.matrix_report import Row, curve_rows, large_compute
 
 _CURVES = {"rstitch": ("tau sweep (rstitch)", "tab:blue", "o"), "relaygen": ("cue sets (relaygen)", "tab:orange", "s")}
-_SKIP = (Group.PEER, Group.COST, Group.HANDOFF)
+_SKIP = (Group.PEER, Group.COST, Group.HANDOFF, Group.CALL_FLOOR)
 
 
 def _points(rows: list[Row], compute: dict[str, float]) -> list[tuple]:

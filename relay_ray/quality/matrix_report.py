@@ -134,11 +134,14 @@ SWEEP_COLUMNS = ("curve", "point", "accuracy", "95% CI", "p vs large", "large to
 
 
 def sweep_table(all_rows: list[Row]) -> str:
+    """The curves' points, and the dev stage's relayllm call floors."""
+    floors = [r for r in all_rows if r.full is not None and r.entry.call_floor is not None]
     body = []
-    for r in sorted(curve_rows(all_rows), key=lambda r: (r.entry.policy, r.entry.tau or 0.0,
-                                                         -(r.full.large_compute_share or 0.0))):
+    for r in sorted(curve_rows(all_rows) + floors, key=lambda r: (
+            r.entry.policy, r.entry.tau or 0.0, r.entry.call_floor or 0, -(r.full.large_compute_share or 0.0))):
         f = r.full
-        point = f"tau={r.entry.tau}" if r.entry.tau is not None else r.entry.cue_set
+        point = (f"tau={r.entry.tau}" if r.entry.tau is not None else
+                 f"floor={r.entry.call_floor}" if r.entry.call_floor is not None else r.entry.cue_set)
         body.append([f"{r.entry.policy}{' (chosen)' if r.entry.group is Group.MAIN else ''}", point,
                      fmt_pct(f.accuracy), f"{100 * f.accuracy_low:.1f}-{100 * f.accuracy_high:.1f}",
                      fmt_p(f.mcnemar_p), fmt_pct(f.large_share), fmt_pct(f.large_compute_share),
@@ -224,25 +227,52 @@ def _acceptable(row: Row, base: Summary, min_accuracy: float) -> bool:
     return f.accuracy >= min_accuracy - 1e-12 and not significantly_below
 
 
-def decide(results: MatrixResults, split: str, cue_set: str = "calibrated") -> Decisions:
-    """The dev stage's choice of tau: the cheapest (large compute share) tau whose accuracy is
-    within a point of large-only's and not significantly below it (McNemar p <= 0.05)."""
+_CHEAPEST = ("lowest large compute share with accuracy >= large-only - 1 point and not significantly below "
+             "large-only (exact McNemar p <= 0.05)")
+RULES = {"rstitch_tau": f"{_CHEAPEST}; ties: larger tau",
+         "relaygen_cue_set": "the cues `relay-ray calibrate relaygen` selected on the calibration split "
+                             "(demo-models/relaygen-cues.json), not re-chosen",
+         "relayllm_min_call_tokens": f"{_CHEAPEST}; ties: smaller floor; if no floor meets it, the most accurate "
+                                     "(ties: smaller floor)"}
+
+
+def decide(results: MatrixResults, split: str, cue_set: str = "calibrated",
+           previous: Decisions | None = None) -> Decisions:
+    """The dev stage's choices by the fixed rules in :data:`RULES`: the cheapest (large compute
+    share) tau, and the cheapest relayllm call floor, whose accuracy is within a point of
+    large-only's and not significantly below it.
+
+    A run with no tau (or no floor) rows keeps ``previous``'s choice and its evidence, so a dev
+    run of one group (``--only``) decides only that group."""
     all_rows = rows(results)
     base = next(r.full for r in all_rows if r.entry.label == BASELINE)
-    rules = {"rstitch_tau": "lowest large compute share with accuracy >= large-only - 1 point and not "
-                            "significantly below large-only (exact McNemar p <= 0.05); ties: larger tau",
-             "relaygen_cue_set": "the cues `relay-ray calibrate relaygen` selected on the calibration split "
-                                 "(demo-models/relaygen-cues.json), not re-chosen"}
-    taus = [r for r in all_rows if r.entry.tau is not None and _acceptable(r, base, base.accuracy - 0.01)]
-    if not taus:
-        raise ValueError("no tau meets the rule on this split; widen the sweep")
-    tau = min(taus, key=lambda r: (r.full.large_compute_share, -r.entry.tau))
     evidence = {r.entry.label: {"accuracy": r.full.accuracy, "mcnemar_p": r.full.mcnemar_p,
                                 "large_share": r.full.large_share, "large_compute_share": r.full.large_compute_share,
                                 "switches_per_request": r.full.switches_per_request}
                 for r in all_rows if r.full is not None}
-    return Decisions(split=split, rstitch_tau=tau.entry.tau, relaygen_cue_set=cue_set, rules=rules,
-                     evidence={"large_only_accuracy": base.accuracy, "num_items": base.num_items, "runs": evidence})
+    kept = dict(previous.evidence.get("runs", {})) if previous is not None else {}
+    taus = [r for r in all_rows if r.entry.tau is not None]
+    if taus:
+        ok = [r for r in taus if _acceptable(r, base, base.accuracy - 0.01)]
+        if not ok:
+            raise ValueError("no tau meets the rule on this split; widen the sweep")
+        tau = min(ok, key=lambda r: (r.full.large_compute_share, -r.entry.tau)).entry.tau
+    elif previous is not None:
+        tau = previous.rstitch_tau
+        evidence |= {k: v for k, v in kept.items() if k.startswith("rstitch tau=")}
+    else:
+        raise ValueError("no rstitch tau runs in this run and no earlier decisions to keep")
+    floors = [r for r in all_rows if r.entry.call_floor is not None]
+    if floors:
+        ok = [r for r in floors if _acceptable(r, base, base.accuracy - 0.01)]
+        floor = (min(ok, key=lambda r: (r.full.large_compute_share, r.entry.call_floor)) if ok else
+                 max(floors, key=lambda r: (r.full.accuracy, -r.entry.call_floor))).entry.call_floor
+    else:
+        floor = previous.relayllm_min_call_tokens if previous is not None else 1
+        evidence |= {k: v for k, v in kept.items() if k.startswith("relayllm floor=")}
+    return Decisions(split=split, rstitch_tau=tau, relaygen_cue_set=cue_set, relayllm_min_call_tokens=floor,
+                     rules=RULES, evidence={"large_only_accuracy": base.accuracy, "num_items": base.num_items,
+                                            "runs": evidence})
 
 
 def spec_compute_shares(results: MatrixResults, small_model: str, k: int) -> dict[str, float]:

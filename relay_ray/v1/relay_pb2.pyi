@@ -62,12 +62,14 @@ class RStitchParams(_message.Message):
     def __init__(self, tau: _Optional[float] = ...) -> None: ...
 
 class RelayLLMParams(_message.Message):
-    __slots__ = ("max_calls", "max_call_tokens")
+    __slots__ = ("max_calls", "max_call_tokens", "min_call_tokens")
     MAX_CALLS_FIELD_NUMBER: _ClassVar[int]
     MAX_CALL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MIN_CALL_TOKENS_FIELD_NUMBER: _ClassVar[int]
     max_calls: int
     max_call_tokens: int
-    def __init__(self, max_calls: _Optional[int] = ..., max_call_tokens: _Optional[int] = ...) -> None: ...
+    min_call_tokens: int
+    def __init__(self, max_calls: _Optional[int] = ..., max_call_tokens: _Optional[int] = ..., min_call_tokens: _Optional[int] = ...) -> None: ...
 
 class RandomParams(_message.Message):
     __slots__ = ("large_share", "mean_large_tokens", "routing_seed")

@@ -83,7 +83,10 @@ class FakeRelay:
     WRONG = {("large-only", None): {1, 2, 3}, ("small-only", None): set(range(0, N, 2)),
              ("rstitch", 0.02): {1, 2, 3}, ("rstitch", 0.05): {1, 2}, ("rstitch", 0.08): {1, 2, 3},
              ("rstitch", 0.12): {2, 3, 5},
-             ("rstitch", 0.2): {2, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21}, ("rstitch", 0.3): set(range(0, N, 3))}
+             ("rstitch", 0.2): {2, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21}, ("rstitch", 0.3): set(range(0, N, 3)),
+             # relayllm by call floor: floors 4 and 8 are as right as large-only
+             ("relayllm", 1): {1, 2, 3, 5, 7, 9}, ("relayllm", 2): {1, 2, 3, 5}, ("relayllm", 4): {1, 2, 3},
+             ("relayllm", 8): {1, 2, 3}}
 
     def __init__(self, address, app=None, timeout_s=None):
         pass
@@ -105,7 +108,8 @@ class FakeRelay:
         if "/" not in request.request_id:  # warm-up
             return rpb.GenerateResponse(text="")
         i = int(request.request_id.rsplit("/q", 1)[1])
-        tau = round(request.policy.rstitch.tau, 3) if policy == "rstitch" else None
+        tau = round(request.policy.rstitch.tau, 3) if policy == "rstitch" else (
+            request.policy.relayllm.min_call_tokens or 1) if policy == "relayllm" else None
         wrong = i in self.WRONG.get((policy, tau), set())
         # large tokens fall as tau rises: 10 at 0.02 ... 7 at 0.12 ... 2 at 0.3
         large = {"large-only": 100, "small-only": 0}.get(policy, 2 + round(30 * (0.3 - (tau or 0.1))))
@@ -152,15 +156,36 @@ def _run(tmp_path, entries, resume=False):
 
 def test_dev_stage_decides_by_the_rules(tmp_path, fake_serve):
     entries = dev_plan()
-    assert {e.policy for e in entries} == {"large-only", "rstitch"} and not any(e.latency for e in entries)
+    assert {e.policy for e in entries} == {"large-only", "rstitch", "relayllm"} and not any(e.latency for e in entries)
     results = _run(tmp_path, entries)
-    assert fake_serve == [SCALED] and all(r.latency is None for r in results.entries.values())
+    assert fake_serve == [SCALED, CALLER] and all(r.latency is None for r in results.entries.values())
     decisions = decide(results, "dev")
     # large-only 37/40; tau 0.12 (37/40) is the cheapest within a point and not significantly
     # below; 0.2 (29/40) is significantly below, 0.3 below by far
     assert decisions.rstitch_tau == 0.12
     assert decisions.relaygen_cue_set == "calibrated"
     assert decisions.evidence["runs"]["rstitch tau=0.2"]["mcnemar_p"] < 0.05
+    # relayllm: floors 1 (34/40) and 2 (36/40) are more than a point below; 4 and 8 tie on
+    # compute (the fake's large tokens do not depend on the floor): the smaller floor
+    assert decisions.relayllm_min_call_tokens == 4
+    plan = {e.label: e for e in final_plan(decisions)}
+    assert plan["relayllm"].params == {"max_calls": 32, "min_call_tokens": 4}
+    assert plan["relayllm, prefill-ahead off"].params == plan["relayllm"].params
+    assert final_plan(DECISIONS)[0].label == "large-only" and "min_call_tokens" not in {
+        k for e in final_plan(DECISIONS) for k in e.params}
+
+
+def test_a_dev_run_of_one_group_keeps_the_other_groups_decision(tmp_path, fake_serve):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    taus = decide(_run(tmp_path / "a", dev_plan(floors=())), "dev")
+    assert taus.relayllm_min_call_tokens == 1  # no floor was run: the caller's own spans
+    floors = _run(tmp_path / "b", [e for e in dev_plan(floors=(1, 2)) if e.tau is None])
+    both = decide(floors, "dev", previous=taus)
+    assert (both.rstitch_tau, both.relayllm_min_call_tokens) == (0.12, 2)  # none meets the rule: the most accurate
+    assert {"rstitch tau=0.2", "relayllm floor=1", "relayllm floor=2"} <= set(both.evidence["runs"])
+    with pytest.raises(ValueError, match="no rstitch tau runs"):
+        decide(floors, "dev")
 
 
 def test_a_pass_whose_every_request_fails_stops_the_run_unsaved(tmp_path, fake_serve):

@@ -161,10 +161,29 @@ def test_relayllm_removes_the_command_and_the_large_model_writes_n_tokens():
     assert result.stats.tokens_by_tier[Tier.LARGE] == 5
 
 
-def test_relayllm_zero_and_call_limit_hand_nothing_over():
+@pytest.mark.parametrize("params,num_large", [({"min_call_tokens": 8}, 8), ({"min_call_tokens": 3}, 5),
+                                               ({"min_call_tokens": 8, "max_call_tokens": 8}, 8),
+                                               ({"max_call_tokens": 2}, 2)])
+def test_relayllm_call_length_floor_and_cap(params, num_large):
+    small_doc = ids("a", " b", "<call>", "5", "</call>", "y", "y", "y", "y", "y", "y", "z", "z") + [EOS]
+    large_doc = ids("0", "0", " c", " d", "a", " b", " c", " d", "a", " b", " c", " d", "a") + [EOS]
+    controller, _, _ = pair(large_doc, small_doc)
+    result, _ = run(controller, "relayllm", params)
+    assert result.segments[1].tier is Tier.LARGE and result.stats.tokens_by_tier[Tier.LARGE] == num_large
+
+
+def test_relayllm_floor_above_its_cap_is_refused():
+    from relay_ray.policies.relayllm import RelayLLMParams
+
+    with pytest.raises(ValueError, match="min_call_tokens"):
+        RelayLLMParams(min_call_tokens=9, max_call_tokens=8)
+
+
+@pytest.mark.parametrize("floor", [{}, {"min_call_tokens": 4}])  # a floor never turns n = 0 into a call
+def test_relayllm_zero_and_call_limit_hand_nothing_over(floor):
     small_doc = ids("a", "<call>", "0", "</call>", " b", "<call>", "5", "</call>", " c") + [EOS]
     controller, _, _ = pair(small_doc, small_doc)
-    result, _ = run(controller, "relayllm", {"max_calls": 1})
+    result, _ = run(controller, "relayllm", {"max_calls": 1, **floor})
     # The first command (n=0) is removed and counted; greedy decoding re-emits it, and past
     # max_calls commands stay in the text: the loop is bounded, nothing reaches the large tier.
     assert result.stats.tokens_by_tier[Tier.LARGE] == 0
