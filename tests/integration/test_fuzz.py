@@ -77,6 +77,8 @@ def requests(draw) -> rpb.GenerateRequest:
         msg.policy.rstitch.tau = draw(FLOATS)
     elif params == "relayllm":
         msg.policy.relayllm.max_calls, msg.policy.relayllm.max_call_tokens = draw(INTS), draw(INTS)
+        if draw(st.booleans()):
+            msg.policy.relayllm.min_call_tokens = draw(INTS)
     elif params == "random":
         msg.policy.random.large_share, msg.policy.random.mean_large_tokens = draw(FLOATS), draw(FLOATS)
         msg.policy.random.routing_seed = draw(INTS)
