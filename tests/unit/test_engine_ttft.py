@@ -1,4 +1,4 @@
-"""The engine TTFT micro-benchmark refuses arguments it cannot measure, before starting an engine."""
+"""The engine micro-benchmarks (TTFT, decode step) refuse arguments they cannot measure, before starting an engine."""
 
 from __future__ import annotations
 
@@ -15,3 +15,13 @@ def test_zero_uncached_tokens_is_refused(capsys):
 def test_contexts_off_the_block_size_are_refused():
     with pytest.raises(SystemExit, match=r"multiples of the large tier's block size \(32\)"):
         engine_ttft.main(["--config", "cluster/serve-scaled.yaml", "--contexts", "100"])
+
+
+def test_engine_decode_refuses_what_it_cannot_measure(capsys):
+    from relay_ray.bench import engine_decode
+
+    assert engine_decode.main(["--new-tokens", "1"]) == 2
+    assert "--new-tokens at least 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        engine_decode.main(["--logprobs", "-1"])
+    assert "'none' or integers >= 0" in capsys.readouterr().err
