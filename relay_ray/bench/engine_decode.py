@@ -7,7 +7,7 @@ replica does (same config, core binding and dtype) and measures the gaps between
 tokens for each logprobs setting, the settings interleaved in a shuffled order so that a drift
 of the machine's speed spreads over all of them:
 
-    python -m relay_ray.bench.engine_decode --config cluster/serve-scaled.yaml --tier small --logprobs none 0 20
+    python -m relay_ray.bench.engine_decode --config cluster/serve-scaled.yaml --tier small --logprobs none 0 20 20:flat
 """
 
 from __future__ import annotations
@@ -23,13 +23,17 @@ from relay_ray.bench.console import table
 from relay_ray.bench.engine_ttft import _run
 
 
-def _setting(text: str) -> int | None:
-    if text == "none":
-        return None
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("logprobs settings are 'none' or integers >= 0")
-    return value
+def _setting(text: str) -> str:
+    """'none', 'K' (top-K logprobs) or 'K:flat' (the same in vLLM's flat containers)."""
+    k, _, flat = text.partition(":")
+    if text != "none" and (not k.isdigit() or flat not in ("", "flat")):
+        raise argparse.ArgumentTypeError("logprobs settings are 'none', K or K:flat (K an integer >= 0)")
+    return text
+
+
+def _params(setting: str) -> tuple[int | None, bool]:
+    k, _, flat = setting.partition(":")
+    return (None, False) if setting == "none" else (int(k), flat == "flat")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,8 +41,9 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="cluster/serve-scaled.yaml", help="a serve file (relay-ray serve's format)")
     p.add_argument("--tier", choices=("large", "small"), default="small")
-    p.add_argument("--logprobs", type=_setting, nargs="+", default=[None, 0, 20],
-                   help="settings to compare: 'none' (no logprobs) or top-k (0 = the sampled token's only)")
+    p.add_argument("--logprobs", type=_setting, nargs="+", default=["none", "0", "20"],
+                   help="settings to compare: 'none' (no logprobs), K (top-K; 0 = the sampled token's only) "
+                        "or K:flat (vLLM's flat logprobs containers)")
     p.add_argument("--prompt-tokens", type=int, default=100)
     p.add_argument("--new-tokens", type=int, default=150, help="tokens per request")
     p.add_argument("--repeats", type=int, default=6, help="requests per setting")
@@ -58,21 +63,21 @@ async def measure(args: argparse.Namespace) -> str:
     vocab = tier.engine.model_config.get_vocab_size()
     order = list(args.logprobs) * args.repeats
     rng.shuffle(order)
-    gaps: dict[int | None, list[float]] = {}
+    gaps: dict[str, list[float]] = {}
     try:
         await _run(tier.engine, [rng.randrange(3, vocab) for _ in range(args.prompt_tokens)], 16, "warm")
         for n, setting in enumerate(order, 1):
             prompt = [rng.randrange(3, vocab) for _ in range(args.prompt_tokens)]
-            gaps.setdefault(setting, []).extend((await _run(tier.engine, prompt, args.new_tokens, f"d{n}", setting))[1])
+            gaps.setdefault(setting, []).extend((await _run(tier.engine, prompt, args.new_tokens, f"d{n}", *_params(setting)))[1])
             print(f"\r{n}/{len(order)} requests", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
     finally:
         tier.shutdown()
     base = statistics.median(gaps[args.logprobs[0]])
-    rows = [["none" if s is None else str(s), f"{statistics.median(g):.3f}", f"{statistics.mean(g):.3f}",
+    rows = [[s, f"{statistics.median(g):.3f}", f"{statistics.mean(g):.3f}",
              f"{statistics.median(g) / base:.2f}x", str(len(g))] for s, g in ((s, gaps[s]) for s in args.logprobs)]
     head = (f"{args.tier} tier of {args.config}: {args.repeats} requests of {args.new_tokens} tokens per setting, "
-            f"interleaved; ratio against the first setting ({'none' if args.logprobs[0] is None else args.logprobs[0]})\n")
+            f"interleaved; ratio against the first setting ({args.logprobs[0]})\n")
     return head + table(("logprobs", "decode gap p50 ms", "mean ms", "vs first", "gaps"), rows)
 
 
