@@ -213,7 +213,6 @@ class VllmTierEngine:
             logprobs=logprobs,
             output_kind=RequestOutputKind.DELTA,
             detokenize=False,  # the tier decodes what it keeps (engines/detok.py)
-            flat_logprobs=True,  # plain lists, no dict of Logprob objects per token (read by _top_logprobs)
             stream_interval=1,
         )
 
@@ -321,7 +320,9 @@ class VllmTierEngine:
         for i, token_id in enumerate(c.token_ids):
             token = TokenOutput(token_id)
             if c.logprobs:
-                logprob, top = _top_logprobs(c.logprobs, i, token_id, k)
+                step = c.logprobs[i]
+                top = [lp.logprob for lp in step.values() if lp.rank is not None and lp.rank <= k]
+                logprob = step[token_id].logprob if token_id in step else None
                 token = TokenOutput.from_top_logprobs(token_id, logprob, top, vocab_size, run.wants_entropy,
                                                       run.job.signals.margin)
             if run.push(token):
@@ -361,17 +362,3 @@ class VllmTierEngine:
         if self.engine is not None:
             self.engine.shutdown()
             self.engine = None
-
-
-def _top_logprobs(logprobs, position: int, token_id: int, k: int) -> tuple[float | None, list[float]]:
-    """(the sampled token's logprob, the top-``k`` logprobs) at ``position`` of a step's output:
-    vLLM's flat containers (``FlatLogprobs``: parallel lists, read in place) or a list of dicts
-    of ``Logprob``."""
-    if hasattr(logprobs, "start_indices"):
-        lo, hi = logprobs.start_indices[position], logprobs.end_indices[position]
-        ids, values, ranks = logprobs.token_ids[lo:hi], logprobs.logprobs[lo:hi], logprobs.ranks[lo:hi]
-        top = [v for v, r in zip(values, ranks) if r is not None and r <= k]
-        return next((v for t, v in zip(ids, values) if t == token_id), None), top
-    step = logprobs[position]
-    top = [lp.logprob for lp in step.values() if lp.rank is not None and lp.rank <= k]
-    return (step[token_id].logprob if token_id in step else None), top

@@ -49,18 +49,3 @@ def test_the_engine_ending_a_request_at_the_chunks_limit_does_not_end_the_segmen
     assert tier._push_outputs(run, _finished_output(3, "length"), at_cap=False) and run.done
     eos_run = SegmentRun(job, [1, 2], _WordDecoder(VOCAB), max_model_len=64, eos_token_ids=(0,))
     assert tier._push_outputs(eos_run, _finished_output(0, "stop"), at_cap=True) and eos_run.done
-
-
-def test_top_logprobs_read_alike_from_flat_and_dict_containers():
-    from vllm.logprobs import FlatLogprobs, Logprob
-
-    from relay_ray.engines.vllm_tier import _top_logprobs
-
-    positions = [{7: Logprob(-0.1, 1), 3: Logprob(-2.5, 2), 9: Logprob(-4.0, 3)},
-                 {4: Logprob(-3.0, 5), 2: Logprob(-0.2, 1), 6: Logprob(-1.9, 2)}]  # 4 sampled, not in the top 2
-    flat = FlatLogprobs()
-    flat.extend(positions)
-    for container in (positions, flat):
-        assert _top_logprobs(container, 0, 7, k=2) == (-0.1, [-0.1, -2.5])
-        assert _top_logprobs(container, 1, 4, k=2) == (-3.0, [-0.2, -1.9])
-        assert _top_logprobs(container, 1, 5, k=3) == (None, [-0.2, -1.9])
