@@ -102,7 +102,9 @@ def _pass(client, entry: Entry, items, params: dict, concurrency: int, fmt, max_
     from relay_ray.quality.runner import run_items
     from relay_ray.quality.runs import PolicyRun
 
-    keep_text = entry.policy == "large-only"  # speculative-decoding compute is counted from the traces
+    # Speculative decoding's compute is counted from large-only's traces; latency passes are
+    # small, and their traces show what a relay's segments were (draft acceptance inside them).
+    keep_text = entry.policy == "large-only" or concurrency == 1
     run = PolicyRun(entry.label, entry.policy, params)
     started = time.perf_counter()
     results = run_items(client, items, run, params, fmt, max_new_tokens, concurrency, keep_text,
