@@ -120,3 +120,19 @@ def test_time_share_is_the_large_tier_busy_time():
                          SegmentStat(large=True, num_tokens=10, prefill_ms=20.0, decode_ms=90.0)])]
     assert time_share(relay, base) == pytest.approx(110.0 / 1000.0)
     assert time_share([], base) is None
+
+
+def test_splitting_an_answer_into_large_segments_costs_speculative_decoding_forward_passes():
+    from relay_ray.quality.spec_steps import large_forward_passes
+
+    matches = [True] * 20  # a draft that is always right
+    # one segment: the prefill's token, then 19 tokens in 4 steps of k + 1 = 5 (the last one short)
+    assert large_forward_passes(matches, [(True, 20)], k=4) == (20, 5, matches)
+    # four large segments of 4 tokens with small ones between: 16 large tokens, 8 passes
+    split = [(True, 4), (False, 1)] * 4
+    assert large_forward_passes(matches, split, k=4)[:2] == (16, 8)
+    # only the large segments' matches are returned
+    mixed = [True, False, True, True, False]
+    assert large_forward_passes(mixed, [(True, 2), (False, 2), (True, 1)], k=4)[2] == [True, False, False]
+    with pytest.raises(ValueError, match="cover 3 tokens"):
+        large_forward_passes(mixed, [(True, 3)], k=4)
