@@ -3,9 +3,9 @@ which split decided what.
 
 Two stages, one command each (docs/quality.md, "One run: accuracy and speed"):
 
-- ``dev``: large-only and the rstitch tau sweep on the dev split (full passes only).
-  :func:`relay_ray.quality.matrix_report.decide` picks the tau by a fixed rule and writes it to
-  a decisions file (committed: ``data/arith/scaled-decisions.json``). The relaygen cue set is
+- ``dev``: large-only, the rstitch tau sweep and relayllm's call floors on the dev split (full
+  passes only). :func:`relay_ray.quality.matrix_report.decide` picks the tau and the floor by a
+  fixed rule and writes them to a decisions file (committed: ``data/arith/scaled-decisions.json``). The relaygen cue set is
   the calibration split's (``relay-ray calibrate relaygen``); the other cue sets are points of
   the curve, not candidates.
 - ``final``: every row of the issue on the test split, once: large-only, small-only, rstitch,
