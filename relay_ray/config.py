@@ -95,7 +95,16 @@ class TierConfig(_Strict):
         "tokens first, and continue in a new engine request only if the rule has not fired. A request the engine "
         "ends itself runs no further step, while one the tier aborts has usually started its next decode step, "
         "which the request's next handoff then waits for. Set 1 on the large tier for R-Stitch (its large segments "
-        "are mostly one token: 1.21x faster at c=1, docs/benchmarks.md); 0: off")
+        "are mostly one token: it takes the wait to enter the engine from ~29 to ~2 ms, docs/benchmarks.md); 0: off")
+    entropy_in_engine: bool = Field(
+        True, description="evaluate rules that drop the token they fire on (R-Stitch's small segments) inside "
+        "the engine's sampler (engines/entropy_stop.py) instead of returning top-k logprobs for every token "
+        "(about 18% of a small model's decode step on CPU); off without a sentinel token or with speculative "
+        "decoding")
+    entropy_sentinel_token: str | None = Field(
+        None, description="the token the engine writes where such a rule fires (dropped by the tier, masked "
+        "elsewhere): one the model never writes. Default: the tokenizer's BOS, else UNK; set one for tokenizers "
+        "without either (Qwen3: '<|fim_pad|>')")
     seed: int = Field(0, ge=0)
     num_replicas: int = Field(1, ge=1, le=1024)
     num_cpus: float = Field(0.0, ge=0, description="Ray CPUs reserved per replica")

@@ -1,13 +1,14 @@
 """Micro-benchmark: a tier's decode step in its engine alone, with and without logprobs.
 
-Entropy rules (rstitch, relayllm's small tier never) need the top-k logprobs of every token, so
-their segments decode with ``SamplingParams.logprobs`` set; fixed-length and cue-stopped
-segments decode without. This tool starts the tier's engine in this process exactly as a
+Entropy rules (rstitch) need the top-k logprobs of every token, so their segments decode with
+``SamplingParams.logprobs`` set, unless the tier evaluates the rule in the engine's sampler
+(setting ``engine``: engines/entropy_stop.py, here with a threshold that never fires);
+fixed-length and cue-stopped segments decode without. This tool starts the tier's engine in this process exactly as a
 replica does (same config, core binding and dtype) and measures the gaps between streamed
 tokens for each logprobs setting, the settings interleaved in a shuffled order so that a drift
 of the machine's speed spreads over all of them:
 
-    python -m relay_ray.bench.engine_decode --config cluster/serve-scaled.yaml --tier small --logprobs none 0 20 20:flat
+    python -m relay_ray.bench.engine_decode --config cluster/serve-scaled.yaml --tier small --logprobs none 20 engine
 """
 
 from __future__ import annotations
@@ -24,16 +25,25 @@ from relay_ray.bench.engine_ttft import _run
 
 
 def _setting(text: str) -> str:
-    """'none', 'K' (top-K logprobs) or 'K:flat' (the same in vLLM's flat containers)."""
+    """'none', 'engine' (the in-engine rule), 'K' (top-K logprobs) or 'K:flat' (the same in vLLM's
+    flat containers)."""
     k, _, flat = text.partition(":")
-    if text != "none" and (not k.isdigit() or flat not in ("", "flat")):
-        raise argparse.ArgumentTypeError("logprobs settings are 'none', K or K:flat (K an integer >= 0)")
+    if text not in ("none", "engine") and (not k.isdigit() or flat not in ("", "flat")):
+        raise argparse.ArgumentTypeError("logprobs settings are 'none', 'engine', K or K:flat (K an integer >= 0)")
     return text
 
 
-def _params(setting: str) -> tuple[int | None, bool]:
+def _params(setting: str, tier) -> tuple[int | None, bool, dict | None]:
+    """(logprobs, flat containers, extra_args) of a setting on ``tier`` (a started VllmTierEngine)."""
+    if setting == "engine":
+        from relay_ray.engines.entropy_stop import stop_args
+
+        if tier._sentinel is None:
+            raise SystemExit("the tier runs no in-engine rule (entropy_in_engine off, speculative, or no sentinel)")
+        info = tier.describe()
+        return None, False, stop_args(2.0, 0, tier._sentinel, tier.config.max_logprobs, info.vocab_size, (), True)
     k, _, flat = setting.partition(":")
-    return (None, False) if setting == "none" else (int(k), flat == "flat")
+    return (None, False, None) if setting == "none" else (int(k), flat == "flat", None)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,8 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="cluster/serve-scaled.yaml", help="a serve file (relay-ray serve's format)")
     p.add_argument("--tier", choices=("large", "small"), default="small")
     p.add_argument("--logprobs", type=_setting, nargs="+", default=["none", "0", "20"],
-                   help="settings to compare: 'none' (no logprobs), K (top-K; 0 = the sampled token's only) "
-                        "or K:flat (vLLM's flat logprobs containers)")
+                   help="settings to compare: 'none' (no logprobs), 'engine' (no logprobs; the in-engine entropy rule, "
+                        "never firing), K (top-K; 0 = the sampled token's only) or K:flat (vLLM's flat logprobs containers)")
     p.add_argument("--prompt-tokens", type=int, default=100)
     p.add_argument("--new-tokens", type=int, default=150, help="tokens per request")
     p.add_argument("--repeats", type=int, default=6, help="requests per setting")
@@ -68,7 +78,7 @@ async def measure(args: argparse.Namespace) -> str:
         await _run(tier.engine, [rng.randrange(3, vocab) for _ in range(args.prompt_tokens)], 16, "warm")
         for n, setting in enumerate(order, 1):
             prompt = [rng.randrange(3, vocab) for _ in range(args.prompt_tokens)]
-            gaps.setdefault(setting, []).extend((await _run(tier.engine, prompt, args.new_tokens, f"d{n}", *_params(setting)))[1])
+            gaps.setdefault(setting, []).extend((await _run(tier.engine, prompt, args.new_tokens, f"d{n}", *_params(setting, tier)))[1])
             print(f"\r{n}/{len(order)} requests", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
     finally:

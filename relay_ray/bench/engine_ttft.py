@@ -44,14 +44,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _run(engine, ids: list[int], max_tokens: int, request_id: str,
-               logprobs: int | None = None, flat_logprobs: bool = False) -> tuple[float, list[float]]:
-    """(TTFT ms, gaps between later tokens in ms) of one greedy request."""
+               logprobs: int | None = None, flat_logprobs: bool = False,
+               extra_args: dict | None = None) -> tuple[float, list[float]]:
+    """(TTFT ms, gaps between later tokens in ms) of one greedy request (``extra_args``: for
+    the engine's logits processors)."""
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
     from vllm.sampling_params import RequestOutputKind
 
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True, logprobs=logprobs,
-                            output_kind=RequestOutputKind.DELTA, detokenize=False, flat_logprobs=flat_logprobs)
+                            output_kind=RequestOutputKind.DELTA, detokenize=False, flat_logprobs=flat_logprobs,
+                            extra_args=extra_args)
     t0 = time.perf_counter()
     times = []
     async for _ in engine.generate(TokensPrompt(prompt_token_ids=ids), params, request_id):

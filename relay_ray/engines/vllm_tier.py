@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import time
 import uuid
@@ -24,6 +25,7 @@ from relay_ray.engines.segment_run import SegmentRun, TokenOutput
 from relay_ray.errors import FailureCause, RelayInputError, TierUnavailableError
 from relay_ray.types import (
     THINK_CLOSE_TEXT,
+    Commit,
     FinishReason,
     KvSession,
     PreparedPrompt,
@@ -71,14 +73,18 @@ class VllmTierEngine:
         self._info: TierInfo | None = None
         self._controls: tuple[str, ...] | None = None
         self.sessions: kv.SessionPool | None = None  # KV sessions (engines/session/), if enabled
+        self._sentinel: int | None = None  # engines/entropy_stop.py: None = entropy rules use logprobs
 
     async def start(self) -> None:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        from relay_ray.engines.entropy_stop import PROCESSOR_FQCN, resolve_sentinel
+
         cfg = self.config
         apply_cpu_env(cfg)
         bind_to_replica()  # the engine core process must not outlive this one
+        in_engine = cfg.entropy_in_engine and cfg.speculative is None
         args = AsyncEngineArgs(
             model=cfg.model,
             tokenizer=cfg.tokenizer,
@@ -95,10 +101,13 @@ class VllmTierEngine:
             **({"kv_cache_memory_bytes": cfg.kv_cache_memory_mib << 20} if cfg.kv_cache_memory_mib else {}),
             **({"speculative_config": cfg.speculative.engine_config()} if cfg.speculative else {}),
             **({"distributed_executor_backend": "ray"} if cfg.on_gpu and cfg.tensor_parallel_size > 1 else {}),
+            **({"logits_processors": [PROCESSOR_FQCN]} if in_engine else {}),
         )
         self.engine = AsyncLLM.from_engine_args(args)
         self.tokenizer = self.engine.get_tokenizer()
         eos = self.tokenizer.eos_token_id
+        if in_engine:
+            self._sentinel = resolve_sentinel(self.tokenizer, cfg.entropy_sentinel_token, (eos,))
         self._info = TierInfo(
             tier=self.tier,
             model=model_display_name(cfg.model),
@@ -158,6 +167,10 @@ class VllmTierEngine:
         )
         async for _ in self.stream_segment(job):
             pass
+        if self._sentinel is not None:  # and the in-engine rule's path (fires at once: threshold 0)
+            rule = StopRule(max_new_tokens=4, entropy=EntropyRule(0.0, above=True, commit=Commit.EXCLUSIVE))
+            async for _ in self.stream_segment(replace(job, stop=rule, signals=SignalRequest())):
+                pass
         if self.sessions is not None:  # the first streaming-input request pays its own one-off costs
             for kv_session in (KvSession.KEEP, KvSession.KEEP, KvSession.END):
                 async for _ in self.stream_segment(replace(job, kv_session=kv_session)):
@@ -196,13 +209,32 @@ class VllmTierEngine:
             self._controls = tuple(sorted({*self.tokenizer.all_special_tokens, *added}, key=len, reverse=True))
         return self._controls
 
-    def _sampling_params(self, job: SegmentJob, max_tokens: int):
+    def _in_engine(self, job: SegmentJob) -> bool:
+        """Whether ``job``'s entropy rule runs in the engine's sampler (engines/entropy_stop.py):
+        a rule that drops the token it fires on, for a job that asks for no per-token signals."""
+        rule = job.stop.entropy
+        return (self._sentinel is not None and rule is not None and rule.above and rule.commit is Commit.EXCLUSIVE
+                and not job.signals.any and not job.prefill_only)
+
+    def _sampling_params(self, job: SegmentJob, max_tokens: int, prior_tokens: int | None = None):
+        """Engine parameters for ``job``; ``prior_tokens`` (the tokens the segment has before this
+        engine request) lets its entropy rule run in the engine when :meth:`_in_engine`."""
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        needs_topk = job.stop.entropy is not None or job.signals.entropy or job.signals.margin
-        logprobs = self.config.max_logprobs if needs_topk else (0 if job.signals.logprob else None)
+        from relay_ray.engines.entropy_stop import stop_args
+
         s = job.sampling
+        extra, stop_ids = None, None
+        if prior_tokens is not None and self._in_engine(job):
+            info = self._info
+            extra = stop_args(job.stop.entropy.threshold, max(0, job.stop.min_new_tokens - 1 - prior_tokens),
+                              self._sentinel, self.config.max_logprobs, info.vocab_size,
+                              () if s.ignore_eos else info.eos_token_ids, s.temperature == 0)
+            stop_ids, logprobs = [self._sentinel], None
+        else:
+            needs_topk = job.stop.entropy is not None or job.signals.entropy or job.signals.margin
+            logprobs = self.config.max_logprobs if needs_topk else (0 if job.signals.logprob else None)
         return SamplingParams(
             max_tokens=max_tokens,
             temperature=s.temperature,
@@ -214,6 +246,8 @@ class VllmTierEngine:
             output_kind=RequestOutputKind.DELTA,
             detokenize=False,  # the tier decodes what it keeps (engines/detok.py)
             stream_interval=1,
+            stop_token_ids=stop_ids,
+            extra_args=extra,
         )
 
     def _segment_run(self, job: SegmentJob) -> SegmentRun:
@@ -293,8 +327,9 @@ class VllmTierEngine:
         capped = 0 < cap < max_tokens
         max_tokens = min(max_tokens, cap) if capped else max_tokens
         rid = f"{job.request_id}-{job.segment_index}-{uuid.uuid4().hex[:6]}"
-        stream = self.engine.generate(TokensPrompt(prompt_token_ids=list(ids)),
-                                      self._sampling_params(job, max_tokens), rid)
+        params = self._sampling_params(job, max_tokens, prior_tokens=run.stopper.num_tokens)
+        sentinel = self._sentinel if params.extra_args else None
+        stream = self.engine.generate(TokensPrompt(prompt_token_ids=list(ids)), params, rid)
         timing, num_cached = None, 0
         try:
             async for out in stream:
@@ -302,7 +337,7 @@ class VllmTierEngine:
                     timing = self._ttft_split(out, (time.perf_counter() - t_submit) * 1000.0, submitted_at,
                                               time.monotonic())
                 num_cached = max(num_cached, out.num_cached_tokens or 0)
-                if self._push_outputs(run, out, at_cap=capped):
+                if self._push_outputs(run, out, at_cap=capped, sentinel=sentinel):
                     break
                 delta = run.take_delta()
                 if delta is not None:
@@ -311,15 +346,18 @@ class VllmTierEngine:
             await stream.aclose()  # aborts the engine request if it is still running
         yield timing or SegmentTiming(), num_cached
 
-    def _push_outputs(self, run: SegmentRun, out, at_cap: bool = False) -> bool:
+    def _push_outputs(self, run: SegmentRun, out, at_cap: bool = False, sentinel: int | None = None) -> bool:
         """Feed one engine step's new tokens to ``run``; True when the segment is over. With
-        ``at_cap``, the engine ending the request at its token limit does not end ``run``."""
+        ``at_cap``, the engine ending the request at its token limit does not end ``run``.
+        ``sentinel``: the token the engine writes where the job's entropy rule fired in it."""
         c = out.outputs[0]
         k = self.config.max_logprobs
         vocab_size = self._info.vocab_size if self._info else 2
         for i, token_id in enumerate(c.token_ids):
             token = TokenOutput(token_id)
-            if c.logprobs:
+            if token_id == sentinel:
+                token = TokenOutput(token_id, entropy=math.inf)  # fired: the rule drops this position
+            elif c.logprobs:
                 step = c.logprobs[i]
                 top = [lp.logprob for lp in step.values() if lp.rank is not None and lp.rank <= k]
                 logprob = step[token_id].logprob if token_id in step else None

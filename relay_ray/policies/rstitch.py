@@ -12,7 +12,7 @@ from pydantic import Field
 
 from relay_ray.policies.base import Policy, PolicyParams, SegmentPlan, Transition
 from relay_ray.state import RelayState
-from relay_ray.types import Commit, EntropyRule, FinishReason, SegmentResult, SignalRequest, StopRule, Tier
+from relay_ray.types import Commit, EntropyRule, FinishReason, SegmentResult, StopRule, Tier
 
 
 class RStitchParams(PolicyParams):
@@ -34,7 +34,7 @@ class RStitchPolicy(Policy):
         else:
             rule = EntropyRule(tau, above=False, commit=Commit.INCLUSIVE)
         stop = StopRule(max_new_tokens=self.budget(state), entropy=rule)
-        return SegmentPlan(state.tier, stop, SignalRequest(entropy=True))
+        return SegmentPlan(state.tier, stop)  # the rule needs no signals back (tiers may run it in-engine)
 
     def transition(self, state: RelayState, plan: SegmentPlan, result: SegmentResult) -> Transition:
         if result.finish_reason is FinishReason.ENTROPY:
