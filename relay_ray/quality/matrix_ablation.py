@@ -21,7 +21,8 @@ COLUMNS = ("policy", "prefill-ahead", "c=1 ms", "c=1 vs off", "c=1 speedup (this
 BASE_LABEL = "large-only (ablation)"
 ARM_COLUMN = {"prefill-ahead off": "off", "prefill-ahead": "on", "gated prefill-ahead": "gated",
               "one-token first chunk": "off, one-token first chunk",
-              "gated prefill-ahead + first chunk": "gated, one-token first chunk"}
+              "gated prefill-ahead + first chunk": "gated, one-token first chunk",
+              "first chunk, rule from logprobs": "off, one-token first chunk, small-tier rule from logprobs"}
 
 
 def ablation_table(all_rows: list[Row]) -> str:

@@ -64,10 +64,11 @@ def deployment_config(name: str, root: Path = Path(".")):
     if name in CONFIGS:
         return load_serve_file(root / CONFIGS[name]).relay
     if name in PREFILL_AHEAD_ARMS:
-        base_name, settings, large_settings = PREFILL_AHEAD_ARMS[name]
+        base_name, settings, large_settings, *small_settings = PREFILL_AHEAD_ARMS[name]
         base = deployment_config(base_name, root)
         return base.model_copy(update={"controller": base.controller.model_copy(update=settings),
-                                       "large": base.large.model_copy(update=large_settings)})
+                                       "large": base.large.model_copy(update=large_settings),
+                                       "small": base.small.model_copy(update=(small_settings or [{}])[0])})
     base = deployment_config(PEERS[name], root)
     cores = (base.large.cpu_threads_bind or "0", base.small.cpu_threads_bind or "1")
     large = base.large.model_copy(update={"num_replicas": 2, "cpu_threads_bind_by_replica": cores,

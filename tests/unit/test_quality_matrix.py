@@ -300,17 +300,24 @@ def test_targets_table_checks_the_issue_targets(tmp_path, fake_serve):
 
 
 def test_prefill_ahead_arms_differ_from_their_base_only_in_prefill_ahead():
-    from relay_ray.quality.matrix import CALLER_CHUNK, PREFILL_AHEAD_ARMS, SCALED_CHUNK, SCALED_GATED_CHUNK
+    from relay_ray.quality.matrix import (
+        CALLER_CHUNK, PREFILL_AHEAD_ARMS, SCALED_CHUNK, SCALED_GATED_CHUNK, SCALED_LOGPROBS,
+    )
     from relay_ray.quality.matrix_run import deployment_config
 
-    gates, chunked = set(), set()
-    for name, (base, settings, large_settings) in PREFILL_AHEAD_ARMS.items():
+    gates, chunked, from_logprobs = set(), set(), set()
+    for name, (base, settings, large_settings, *small) in PREFILL_AHEAD_ARMS.items():
+        small_settings = small[0] if small else {}
         arm, plain = deployment_config(name), deployment_config(base)
         assert {key: getattr(arm.controller, key) for key in settings} == settings
         assert {key: getattr(arm.large, key) for key in large_settings} == large_settings
+        assert {key: getattr(arm.small, key) for key in small_settings} == small_settings
         assert arm.controller.model_copy(update={k: getattr(plain.controller, k) for k in settings}) == plain.controller
         assert arm.large.model_copy(update={k: getattr(plain.large, k) for k in large_settings}) == plain.large
-        assert arm.model_copy(update={"controller": plain.controller, "large": plain.large}) == plain
+        assert arm.small.model_copy(update={k: getattr(plain.small, k) for k in small_settings}) == plain.small
+        assert arm.model_copy(update={"controller": plain.controller, "large": plain.large, "small": plain.small}) == plain
+        if not arm.small.entropy_in_engine:
+            from_logprobs.add(name)
         if arm.controller.prefill_ahead:
             gates.add(arm.controller.prefill_ahead_hide_probability)
         if arm.large.first_chunk_tokens:
@@ -318,13 +325,15 @@ def test_prefill_ahead_arms_differ_from_their_base_only_in_prefill_ahead():
     assert gates == {0.0, 0.5}  # ungated and gated warm-ups
     # the served config chunks; every arm but the first-chunk arms pins it off
     assert deployment_config(SCALED).large.first_chunk_tokens == 1
-    assert chunked == {SCALED_CHUNK, SCALED_GATED_CHUNK, CALLER_CHUNK}
+    assert chunked == {SCALED_CHUNK, SCALED_GATED_CHUNK, SCALED_LOGPROBS, CALLER_CHUNK}
+    # the served config runs the small tier's rule in its engine; one arm returns logprobs instead
+    assert deployment_config(SCALED).small.entropy_in_engine and from_logprobs == {SCALED_LOGPROBS}
 
 
 def test_ablation_arms_run_in_pairs_against_their_own_large_only(tmp_path, fake_serve):
     from relay_ray.quality.matrix import (
         ABLATION, CALLER_ABL, CALLER_CHUNK, CALLER_GATED, CALLER_PA, SCALED_CHUNK, SCALED_GATED,
-        SCALED_GATED_CHUNK, SCALED_PA, prefill_ahead_ablation,
+        SCALED_GATED_CHUNK, SCALED_LOGPROBS, SCALED_PA, prefill_ahead_ablation,
     )
     from relay_ray.quality.matrix_ablation import ablation_table
 
@@ -335,16 +344,17 @@ def test_ablation_arms_run_in_pairs_against_their_own_large_only(tmp_path, fake_
     check_plan(entries)
     by = {r.entry.label: r for r in rows(_run(tmp_path, entries))}
     assert fake_serve == [SCALED, ABLATION, SCALED_PA, SCALED_GATED, SCALED_CHUNK, SCALED_GATED_CHUNK,
-                          CALLER_ABL, CALLER_PA, CALLER_GATED, CALLER_CHUNK]
+                          SCALED_LOGPROBS, CALLER_ABL, CALLER_PA, CALLER_GATED, CALLER_CHUNK]
     # steps count against the ablation's own large-only (20 ms per token in the fake)
     assert by["rstitch, prefill-ahead"].into_large_p50_steps == pytest.approx(32.0 / 20.0)
     assert by["relayllm, prefill-ahead off"].into_large_uncached_p50 == 100
     lines = ablation_table(list(by.values())).splitlines()
     arm_lines = [x for x in lines if x.startswith(("| rstitch", "| relaygen", "| relayllm"))]
     chunk, gated_chunk = "off, one-token first chunk", "gated, one-token first chunk"
-    assert len(arm_lines) == 14 and all("32 (1.60)" in x for x in arm_lines)
+    logprobs = "off, one-token first chunk, small-tier rule from logprobs"
+    assert len(arm_lines) == 15 and all("32 (1.60)" in x for x in arm_lines)
     assert [x.split("|")[2].strip() for x in arm_lines] == ["off"] * 2 + ["on"] * 2 + ["gated"] * 2 + [
-        chunk] * 2 + [gated_chunk] * 2 + ["off", "on", "gated", chunk]
-    assert [x.split("|")[4].strip() for x in arm_lines] == ["—", "—"] + ["1.00x"] * 8 + ["—"] + ["1.00x"] * 3
+        chunk] * 2 + [gated_chunk] * 2 + [logprobs, "off", "on", "gated", chunk]
+    assert [x.split("|")[4].strip() for x in arm_lines] == ["—", "—"] + ["1.00x"] * 9 + ["—"] + ["1.00x"] * 3
     assert {x.split("|")[-2].strip() for x in arm_lines} == {"20"}  # the engine's step, from the segments
     assert ablation_table([by["rstitch"]] if "rstitch" in by else []) == ""
