@@ -102,8 +102,8 @@ class TierConfig(_Strict):
         "(about 18% of a small model's decode step on CPU); off without a sentinel token or with speculative "
         "decoding")
     entropy_sentinel_token: str | None = Field(
-        None, description="the token the engine writes where such a rule fires (dropped by the tier, masked "
-        "elsewhere): one the model never writes. Default: the tokenizer's BOS, else UNK; set one for tokenizers "
+        None, description="the token the engine writes where such a rule fires (the tier drops it): one the "
+        "model does not write (if it does, the other tier writes that position). Default: the tokenizer's BOS, else UNK; set one for tokenizers "
         "without either (Qwen3: '<|fim_pad|>')")
     seed: int = Field(0, ge=0)
     num_replicas: int = Field(1, ge=1, le=1024)

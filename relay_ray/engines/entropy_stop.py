@@ -6,8 +6,10 @@ the tier only has to learn *where* it fired. This logits processor computes the 
 the tier computes from top-k logprobs (``engines.signals.normalized_entropy``, the same
 function, on the top-k of the step's log-softmaxed logits), and where it fires it
 forces a *sentinel* token that is also a stop token of the request: the engine ends the
-request on it and the tier drops it, as it drops the uncertain token it replaces. Elsewhere in
-an active row the sentinel is masked, so it appears only where the rule fired.
+request on it and the tier drops it, as it drops the uncertain token it replaces. The sentinel
+is a token the model does not write (BOS by default); it is not masked elsewhere, so a model
+that does write it is not changed: the tier reads the token as a fired rule and the other tier
+writes that position instead (the same token, when both tiers serve one model).
 
 Why: returning top-k logprobs costs vLLM about 18% per decoded token on this CPU (measured with
 ``python -m relay_ray.bench.engine_decode``), for every token the small tier writes; this costs
@@ -112,8 +114,6 @@ class EntropyStopProcessor(LogitsProcessor):
             if fires:
                 logits[index].fill_(-math.inf)
                 logits[index, rule.sentinel] = 0.0
-            else:
-                logits[index, rule.sentinel] = -math.inf
         return logits
 
 def resolve_sentinel(tokenizer, configured: str | None, eos_token_ids: tuple[int, ...]) -> int | None:
