@@ -103,8 +103,8 @@ class TierConfig(_Strict):
         "decoding")
     entropy_sentinel_token: str | None = Field(
         None, description="the token the engine writes where such a rule fires (the tier drops it): one the "
-        "model does not write (if it does, the other tier writes that position). Default: the tokenizer's BOS, else UNK; set one for tokenizers "
-        "without either (Qwen3: '<|fim_pad|>')")
+        "model does not write (if it does, the other tier writes that position). Default: the tokenizer's "
+        "BOS, else UNK; set one for tokenizers without either (Qwen3: '<|fim_pad|>')")
     seed: int = Field(0, ge=0)
     num_replicas: int = Field(1, ge=1, le=1024)
     num_cpus: float = Field(0.0, ge=0, description="Ray CPUs reserved per replica")
