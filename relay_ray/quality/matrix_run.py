@@ -81,6 +81,7 @@ def _deploy(name: str, root: Path) -> None:
 
     from relay_ray.serve.builder import build_app
 
+    _TIER_HANDLES.clear()
     if APP_NAME in serve.status().applications:
         serve.delete(APP_NAME)
     print(f"[matrix] deploying {name} ...", file=sys.stderr, flush=True)
@@ -125,10 +126,31 @@ def _warm_up(client) -> None:
         client.generate(build_request("warm up the tiers", policy, params, max_new_tokens=16))
 
 
+_TIER_HANDLES: list = []  # of the deployment now serving (``_deploy`` empties it)
+
+
+def _reset_prefix_caches() -> bool:
+    """Empty both tiers' prefix caches (one replica each in every deployment with latency passes)."""
+    from ray import serve
+
+    from relay_ray.serve.builder import TIER_DEPLOYMENT_NAMES
+
+    if not _TIER_HANDLES:
+        _TIER_HANDLES.extend(serve.get_deployment_handle(name, app_name=APP_NAME)
+                             for name in TIER_DEPLOYMENT_NAMES.values())
+    return all([h.reset_prefix_cache.remote().result(timeout_s=60) for h in _TIER_HANDLES])
+
+
 def run_plan(entries: list[Entry], items, out: Path, latency_items: int, fmt, max_new_tokens: int = 512,
              resume: bool = False, meta: dict | None = None, root: Path = Path("."),
              full_concurrency: int = FULL_CONCURRENCY) -> MatrixResults:
-    """Run every pass of ``entries`` not already in ``out/results.json`` (with ``resume``)."""
+    """Run every pass of ``entries`` not already in ``out/results.json`` (with ``resume``).
+
+    Entries of one deployment (consecutive in the plan) share its engines: their full passes run
+    first, in plan order, then their latency passes *interleaved* item by item (item 1 of every
+    entry, then item 2, ...), each request on emptied prefix caches. So a drift of the machine's
+    speed, which moves passes minutes apart by up to 20% here, weighs on every entry alike, and
+    no entry finds another's blocks of the same item in a cache."""
     from relay_ray.bench.console import measure_at_normal_priority
     from relay_ray.client import RelayClient
     from relay_ray.serve.local import load_serve_file, start_serve, stop_local
@@ -142,36 +164,83 @@ def run_plan(entries: list[Entry], items, out: Path, latency_items: int, fmt, ma
     serve_file = load_serve_file(root / CONFIGS[next(iter(CONFIGS))])
     measure_at_normal_priority()
     start_serve(serve_file)
-    deployed = None
     try:
         with RelayClient(f"127.0.0.1:{serve_file.grpc_port}", timeout_s=3600) as client:
-            for entry in todo:
-                if entry.deployment != deployed:
-                    _deploy(entry.deployment, root)
-                    _warm_up(client)
-                    deployed = entry.deployment
-                _run_entry(client, entry, items, latency_items, fmt, max_new_tokens, results, path, full_concurrency)
+            for group in _by_deployment(todo):
+                _deploy(group[0].deployment, root)
+                _warm_up(client)
+                for entry in group:
+                    _run_full(client, entry, items, fmt, max_new_tokens, results, path, full_concurrency)
+                _run_latency(client, [e for e in group if e.latency and _needs_latency(e, results)],
+                             items[:latency_items], fmt, max_new_tokens, results, path)
     finally:
         stop_local()
     return results
+
+
+def _by_deployment(entries: list[Entry]) -> list[list[Entry]]:
+    groups: list[list[Entry]] = []
+    for entry in entries:
+        if groups and groups[-1][0].deployment == entry.deployment:
+            groups[-1].append(entry)
+        else:
+            groups.append([entry])
+    return groups
 
 
 def _missing(entry: Entry, done: EntryResult | None) -> bool:
     return done is None or (entry.full and done.full is None) or (entry.latency and done.latency is None)
 
 
-def _run_entry(client, entry: Entry, items, latency_items: int, fmt, max_new_tokens: int,
-               results: MatrixResults, path: Path, full_concurrency: int) -> None:
+def _needs_latency(entry: Entry, results: MatrixResults) -> bool:
+    done = results.entries.get(entry.label)
+    return done is None or done.latency is None
+
+
+def _save(entry: Entry, results: MatrixResults, path: Path, **passes: Pass) -> None:
     record = results.entries.get(entry.label) or EntryResult(entry=entry)
-    params = _params(entry, results)
-    if entry.full and record.full is None:
-        record.full = _pass(client, entry, items[:entry.items] if entry.items else items, params,
-                            full_concurrency, fmt, max_new_tokens)
-        results.entries[entry.label] = record
-        results.save(path)
-    if entry.latency and record.latency is None:
-        record.latency = _pass(client, entry, items[:latency_items], params, 1, fmt, max_new_tokens)
-        results.entries[entry.label] = record
-        results.save(path)
+    for name, value in passes.items():
+        setattr(record, name, value)
+    results.entries[entry.label] = record
+    results.save(path)
 
 
+def _run_full(client, entry: Entry, items, fmt, max_new_tokens: int, results: MatrixResults, path: Path,
+              full_concurrency: int) -> None:
+    done = results.entries.get(entry.label)
+    if entry.full and (done is None or done.full is None):
+        full = _pass(client, entry, items[:entry.items] if entry.items else items, _params(entry, results),
+                     full_concurrency, fmt, max_new_tokens)
+        _save(entry, results, path, full=full)
+
+
+def _run_latency(client, entries: list[Entry], items, fmt, max_new_tokens: int, results: MatrixResults,
+                 path: Path) -> None:
+    """The c=1 passes of ``entries``, interleaved item by item, each request on empty prefix caches."""
+    from relay_ray.bench.console import progress
+    from relay_ray.quality.runner import run_one
+    from relay_ray.quality.runs import PolicyRun
+
+    if not entries:
+        return
+    runs = {e.label: (PolicyRun(e.label, e.policy, _params(e, results)), e) for e in entries}
+    done: dict[str, list] = {label: [] for label in runs}
+    wall_s = dict.fromkeys(runs, 0.0)
+    refused = 0
+    bar = progress(f"c=1, {len(entries)} rows interleaved", len(items) * len(entries))
+    for item in items:
+        for label, (run, _) in runs.items():
+            refused += not _reset_prefix_caches()
+            started = time.perf_counter()
+            done[label].append(run_one(client, item, run, run.params, fmt, max_new_tokens, True))
+            wall_s[label] += time.perf_counter() - started
+            bar.update(1)
+    bar.close()
+    if refused:
+        print(f"[matrix] warning: {refused} prefix-cache resets were refused (requests running)", file=sys.stderr)
+    for label, (run, entry) in runs.items():
+        failed = [r.error for r in done[label] if r.error]
+        if done[label] and len(failed) == len(done[label]):
+            raise RuntimeError(f"{label}: all {len(failed)} latency requests failed, the first with {failed[0]!r}")
+        _save(entry, results, path, latency=Pass(concurrency=1, wall_s=wall_s[label], params=run.params,
+                                                 results=done[label]))

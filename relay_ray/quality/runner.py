@@ -95,7 +95,7 @@ def segment_stats(response) -> tuple[SegmentStat, ...]:
         for seg in response.segments)
 
 
-def _one(client, item: Item, run: PolicyRun, params: dict, fmt: AnswerFormat, max_new_tokens: int,
+def run_one(client, item: Item, run: PolicyRun, params: dict, fmt: AnswerFormat, max_new_tokens: int,
          keep_text: bool) -> ItemResult:
     import grpc
 
@@ -136,7 +136,7 @@ def run_items(client, items: list[Item], run: PolicyRun, params: dict, fmt: Answ
     right = 0
     bar = progress(label or run.label, len(items))
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        futures = {pool.submit(_one, client, item, run, params, fmt, max_new_tokens, keep_text): i
+        futures = {pool.submit(run_one, client, item, run, params, fmt, max_new_tokens, keep_text): i
                    for i, item in enumerate(items)}
         for future in as_completed(futures):
             i = futures[future]

@@ -75,6 +75,11 @@ class TierServer:
                 "request_ids": sorted(processor.request_states)[:20], "jobs": sorted(self._jobs)[:20],
                 "kv_sessions": len(sessions) if sessions is not None else 0}
 
+    async def reset_prefix_cache(self) -> bool:
+        """Empty the engine's prefix cache (measurements that must not find another request's
+        blocks); False if the engine refused (requests running)."""
+        return bool(await self.engine.engine.reset_prefix_cache())
+
     def _finished(self, job: SegmentJob, result: SegmentResult) -> None:
         if job.prefill_only:
             return

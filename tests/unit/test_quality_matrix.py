@@ -77,6 +77,7 @@ class FakeRelay:
     each call advances ``clock`` (the runner's perf_counter here) by the policy's latency."""
 
     requests: list = []
+    resets: list = []  # len(requests) at each prefix-cache reset
     clock = [0.0]
     refuse = False  # refuse every request but the warm-ups (the controller refuses bad request ids)
     # item index -> wrong, per (policy, tau): tau 0.3 is cheap and wrong often, 0.02 expensive and right
@@ -130,7 +131,7 @@ class FakeRelay:
 
 @pytest.fixture
 def fake_serve(monkeypatch):
-    FakeRelay.requests, FakeRelay.refuse = [], False
+    FakeRelay.requests, FakeRelay.resets, FakeRelay.refuse = [], [], False
     monkeypatch.setattr("relay_ray.quality.runner.time.perf_counter", lambda: FakeRelay.clock[0])
     monkeypatch.setenv("RAY_worker_niceness", "0")  # run_plan sets it for Ray; keep this process's env
     monkeypatch.setattr(relay_ray.client, "RelayClient", FakeRelay)
@@ -138,6 +139,7 @@ def fake_serve(monkeypatch):
     monkeypatch.setattr(relay_ray.serve.local, "stop_local", lambda: None)
     deployed = []
     monkeypatch.setattr(matrix_run, "_deploy", lambda name, root: deployed.append(name))
+    monkeypatch.setattr(matrix_run, "_reset_prefix_caches", lambda: FakeRelay.resets.append(len(FakeRelay.requests)) or True)
     return deployed
 
 
@@ -221,6 +223,25 @@ def test_a_run_matches_resumes_and_tabulates(tmp_path, fake_serve):
     table = main_table(all_rows)
     assert "random@rstitch" in table and "large-only x2" in table and "71.1%" in table
     assert "tau=0.12" in sweep_table(all_rows)
+
+
+def test_latency_passes_of_a_deployment_are_interleaved_on_empty_caches(tmp_path, fake_serve):
+    entries = [Entry(label="large-only", policy="large-only"), Entry(label="small-only", policy="small-only"),
+               Entry(label="rstitch", policy="rstitch", params={"tau": 0.12}, tau=0.12),
+               Entry(label="caller alone", policy="small-only", deployment=CALLER)]
+    results = _run(tmp_path, entries)
+    ids = [r.request_id for r in FakeRelay.requests]
+    scaled = [k for k, i in enumerate(ids) if "/" in i and not i.startswith("caller")]
+    full, latency = scaled[:3 * N], scaled[3 * N:]
+    # every full pass of the deployment first, then its latency passes item by item
+    assert sorted(ids[k].split("/")[0] for k in full) == sorted(["large-only", "small-only", "rstitch"] * N)
+    assert [ids[k] for k in latency] == [f"{label}/q{i}" for i in range(5)
+                                         for label in ("large-only", "small-only", "rstitch")]
+    caller = [k for k, i in enumerate(ids) if i.startswith("caller_alone/")]
+    assert min(caller) > max(latency) and len(caller) == N + 5
+    # a reset right before every latency request, and only then
+    assert FakeRelay.resets == latency + caller[N:]
+    assert [r.id for r in results.entries["rstitch"].latency.results] == [f"q{i}" for i in range(5)]
 
 
 def test_kv_session_rows_show_no_large_compute(tmp_path, fake_serve):
