@@ -24,6 +24,6 @@ def test_engine_decode_refuses_what_it_cannot_measure(capsys):
     assert "--new-tokens at least 2" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         engine_decode.main(["--logprobs", "-1"])
-    assert "'none', K or K:flat" in capsys.readouterr().err
+    assert "'none', 'engine', K or K:flat" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         engine_decode.main(["--logprobs", "20:fast"])
