@@ -7,6 +7,7 @@ For fault tests and the chaos tool: they kill replicas by the pids Ray reports f
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import psutil
@@ -76,20 +77,36 @@ def engine_loads(app: str, deployment: str) -> list[dict[str, int]]:
     return loads
 
 
-def busy_replica(app: str, deployment: str, timeout_s: float = 20.0) -> int | None:
-    """Pid of a ready tier replica with a segment in flight (None if none is seen in ``timeout_s``):
-    a fault test kills it to hit a request mid-segment rather than an idle replica."""
+def _kill_self_if_decoding(self) -> int:  # runs inside a tier replica actor
+    """SIGKILL this replica (by its own pid) if its engine is generating a segment's tokens
+    right now; else return the pid. Checking and killing in one call inside the replica means
+    the kill lands mid-segment: from outside, the check's round trip outlasts a short segment."""
+    load = _engine_load(self)
+    if load["unfinished_requests"] and any(not job.endswith("/warm") for job in load["jobs"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return os.getpid()
+
+
+def kill_decoding_replica(app: str, deployment: str, timeout_s: float = 20.0) -> int | None:
+    """SIGKILL a ready tier replica of ``app`` while its engine decodes a segment, and return
+    its pid (None if no replica was seen decoding in ``timeout_s``): a fault test's way to hit a
+    request mid-segment rather than an idle replica. Kills only a replica of this application,
+    by its own pid."""
     import ray
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for actor in _replica_actors(app, deployment):
             try:
-                pid, load = ray.get(actor.__ray_call__.remote(_pid_and_load), timeout=10)
+                pid, _ = ray.get(actor.__ray_call__.remote(_pid_and_load), timeout=10)
             except Exception:  # dead, restarting or still loading its engine
                 continue
-            if any(not job.endswith("/warm") for job in load["jobs"]):  # a decoding segment, not a warm-up
-                return pid
+            try:
+                ray.get(actor.__ray_call__.remote(_kill_self_if_decoding), timeout=10)
+            except ray.exceptions.RayActorError:
+                return pid  # it killed itself mid-segment
+            except Exception:
+                continue
         time.sleep(0.02)
     return None
 

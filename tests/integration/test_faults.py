@@ -19,7 +19,7 @@ import urllib.request
 import pytest
 
 from relay_ray.client import RelayClient, build_request
-from relay_ray.serve.replicas import busy_replica, engines_by_parent, orphaned_engine_processes, replica_pids, wait_for_replicas
+from relay_ray.serve.replicas import engines_by_parent, kill_decoding_replica, orphaned_engine_processes, replica_pids, wait_for_replicas
 
 pytestmark = pytest.mark.integration
 APP = "same"
@@ -84,8 +84,11 @@ def test_killed_tier_replicas_lose_no_request(relay_server, references):
             time.sleep(rng.uniform(2.0, 5.0))
             tier = TIERS[n % 2]
             pids = wait_for_replicas(APP, tier, 2)  # the previous kill of this tier has recovered
-            victim = busy_replica(APP, tier) or rng.choice(pids)  # one serving a segment, if any
-            os.kill(victim, signal.SIGKILL)  # a replica this session started, by its pid
+            # one decoding a segment (it kills itself, by its own pid), else any, by its pid
+            victim = kill_decoding_replica(APP, tier)
+            if victim is None:
+                victim = rng.choice(pids)
+                os.kill(victim, signal.SIGKILL)  # a replica this session started
             killed.append((tier, victim))
         time.sleep(3.0)  # requests in flight at the last kill finish
     finally:
