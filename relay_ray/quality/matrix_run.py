@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from itertools import groupby
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -111,11 +112,16 @@ def _pass(client, entry: Entry, items, params: dict, concurrency: int, fmt, max_
     started = time.perf_counter()
     results = run_items(client, items, run, params, fmt, max_new_tokens, concurrency, keep_text,
                         label=f"{entry.label} c={concurrency}")
-    failed = [r.error for r in results if r.error]
-    if results and len(failed) == len(results):  # a broken setup, not a policy's accuracy: stop here
-        raise RuntimeError(f"{entry.label}: all {len(results)} requests failed, the first with {failed[0]!r}; "
-                           "the pass is not saved: fix the cause and run again with --resume")
+    _stop_if_all_failed(entry.label, results)
     return Pass(concurrency=concurrency, wall_s=time.perf_counter() - started, params=params, results=results)
+
+
+def _stop_if_all_failed(label: str, results) -> None:
+    """A pass whose every request failed is a broken setup, not a policy's accuracy: stop unsaved."""
+    failed = [r.error for r in results if r.error]
+    if results and len(failed) == len(results):
+        raise RuntimeError(f"{label}: all {len(results)} requests failed, the first with {failed[0]!r}; "
+                           "the pass is not saved: fix the cause and run again with --resume")
 
 
 def _warm_up(client) -> None:
@@ -149,7 +155,7 @@ def run_plan(entries: list[Entry], items, out: Path, latency_items: int, fmt, ma
     Entries of one deployment (consecutive in the plan) share its engines: their full passes run
     first, in plan order, then their latency passes *interleaved* item by item (item 1 of every
     entry, then item 2, ...), each request on emptied prefix caches. So a drift of the machine's
-    speed, which moves passes minutes apart by up to 20% here, weighs on every entry alike, and
+    speed, which moved passes minutes apart by up to 35% here, weighs on every entry alike, and
     no entry finds another's blocks of the same item in a cache."""
     from relay_ray.bench.console import measure_at_normal_priority
     from relay_ray.client import RelayClient
@@ -179,13 +185,7 @@ def run_plan(entries: list[Entry], items, out: Path, latency_items: int, fmt, ma
 
 
 def _by_deployment(entries: list[Entry]) -> list[list[Entry]]:
-    groups: list[list[Entry]] = []
-    for entry in entries:
-        if groups and groups[-1][0].deployment == entry.deployment:
-            groups[-1].append(entry)
-        else:
-            groups.append([entry])
-    return groups
+    return [list(group) for _, group in groupby(entries, key=lambda e: e.deployment)]
 
 
 def _missing(entry: Entry, done: EntryResult | None) -> bool:
@@ -239,8 +239,6 @@ def _run_latency(client, entries: list[Entry], items, fmt, max_new_tokens: int, 
     if refused:
         print(f"[matrix] warning: {refused} prefix-cache resets were refused (requests running)", file=sys.stderr)
     for label, (run, entry) in runs.items():
-        failed = [r.error for r in done[label] if r.error]
-        if done[label] and len(failed) == len(done[label]):
-            raise RuntimeError(f"{label}: all {len(failed)} latency requests failed, the first with {failed[0]!r}")
+        _stop_if_all_failed(label, done[label])
         _save(entry, results, path, latency=Pass(concurrency=1, wall_s=wall_s[label], params=run.params,
                                                  results=done[label]))
