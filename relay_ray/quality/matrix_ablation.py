@@ -22,7 +22,8 @@ BASE_LABEL = "large-only (ablation)"
 ARM_COLUMN = {"prefill-ahead off": "off", "prefill-ahead": "on", "gated prefill-ahead": "gated",
               "one-token first chunk": "off, one-token first chunk",
               "gated prefill-ahead + first chunk": "gated, one-token first chunk",
-              "first chunk, rule from logprobs": "off, one-token first chunk, small-tier rule from logprobs"}
+              "first chunk, rule from logprobs": "off, one-token first chunk, small-tier rule from logprobs",
+              "gated prefill-ahead + first chunk, large engine yields": "gated, one-token first chunk, large engine niceness 10"}
 
 
 def ablation_table(all_rows: list[Row]) -> str:

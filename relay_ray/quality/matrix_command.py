@@ -46,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--cues-file", default=CUES_FILE, help="calibrated relaygen cues (the cue sets build on them)")
     run.add_argument("--only", nargs="+", default=None, help="only entries with these labels (and what they match)")
     run.add_argument("--resume", action="store_true", help="keep passes already in OUT/results.json")
+    run.add_argument("--co-deploy", action="store_true",
+                     help="keep every deployment up side by side and interleave the latency passes of all of "
+                          "them, so that rows of different deployments (ablation arms) compare; each "
+                          "deployment holds its engines' memory (use with --only)")
     run.add_argument("--max-new-tokens", type=int, default=512)
     run.add_argument("--png", default=None, help="write the Pareto plot here (default: OUT/pareto.png)")
     rep = sub.add_parser("report", help="tables and plot from OUT/results.json")
@@ -87,7 +91,7 @@ def run(args) -> int:
     if args.stage == "final":
         meta["decisions"] = Decisions.load(args.decisions).model_dump()
     results = run_plan(entries, items, out, args.latency_items, parse_format("answer-line"), args.max_new_tokens,
-                       args.resume, meta, full_concurrency=args.full_concurrency)
+                       args.resume, meta, full_concurrency=args.full_concurrency, co_deploy=args.co_deploy)
     results.meta["minutes"] = results.meta.get("minutes", 0.0) + (time.time() - started) / 60.0
     results.save(out / "results.json")
     if args.stage == "dev" and args.write_decisions:

@@ -1,14 +1,18 @@
 """Run a matrix plan (:mod:`relay_ray.quality.matrix`) against deployments it starts itself.
 
 One Ray/Serve instance; each deployment replaces the previous one under the same application
-name (as ``relay-ray bench`` does), so only one pair of engines runs at a time. Results are
-written after every pass to ``OUT/results.json``; ``--resume`` skips passes already there.
+name (as ``relay-ray bench`` does), so only one pair of engines runs at a time. With
+``co_deploy`` every deployment of the plan stays up as an application of its own, and the
+latency passes of all of them run interleaved at the end (ablation arms measured side by side;
+an idle deployment's engines take no CPU, but each holds its memory). Results are written after
+every pass to ``OUT/results.json``; ``--resume`` skips passes already there.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from contextlib import ExitStack
 from itertools import groupby
 from pathlib import Path
 
@@ -77,16 +81,17 @@ def deployment_config(name: str, root: Path = Path(".")):
     return base.model_copy(update={"large": large})
 
 
-def _deploy(name: str, root: Path) -> None:
+def _deploy(name: str, root: Path, app: str = APP_NAME) -> None:
+    """Deploy ``name`` as application ``app``, replacing what ran under that name."""
     from ray import serve
 
     from relay_ray.serve.builder import build_app
 
-    _TIER_HANDLES.clear()
-    if APP_NAME in serve.status().applications:
-        serve.delete(APP_NAME)
-    print(f"[matrix] deploying {name} ...", file=sys.stderr, flush=True)
-    serve.run(build_app(deployment_config(name, root)), name=APP_NAME, route_prefix="/")
+    _TIER_HANDLES.pop(app, None)
+    if app in serve.status().applications:
+        serve.delete(app)
+    print(f"[matrix] deploying {name} as {app} ...", file=sys.stderr, flush=True)
+    serve.run(build_app(deployment_config(name, root)), name=app, route_prefix="/" if app == APP_NAME else f"/{app}")
 
 
 def _params(entry: Entry, results: MatrixResults) -> dict:
@@ -132,33 +137,34 @@ def _warm_up(client) -> None:
         client.generate(build_request("warm up the tiers", policy, params, max_new_tokens=16))
 
 
-_TIER_HANDLES: list = []  # of the deployment now serving (``_deploy`` empties it)
+_TIER_HANDLES: dict[str, list] = {}  # application -> its tier handles (``_deploy`` drops them)
 
 
-def _reset_prefix_caches() -> bool:
-    """Empty both tiers' prefix caches (one replica each in every deployment with latency passes)."""
+def _reset_prefix_caches(app: str = APP_NAME) -> bool:
+    """Empty both tiers' prefix caches of application ``app`` (one replica each in every
+    deployment with latency passes)."""
     from ray import serve
 
     from relay_ray.serve.builder import TIER_DEPLOYMENT_NAMES
 
-    if not _TIER_HANDLES:
-        _TIER_HANDLES.extend(serve.get_deployment_handle(name, app_name=APP_NAME)
-                             for name in TIER_DEPLOYMENT_NAMES.values())
-    return all([h.reset_prefix_cache.remote().result(timeout_s=60) for h in _TIER_HANDLES])
+    if app not in _TIER_HANDLES:
+        _TIER_HANDLES[app] = [serve.get_deployment_handle(name, app_name=app) for name in TIER_DEPLOYMENT_NAMES.values()]
+    return all([h.reset_prefix_cache.remote().result(timeout_s=60) for h in _TIER_HANDLES[app]])
 
 
 def run_plan(entries: list[Entry], items, out: Path, latency_items: int, fmt, max_new_tokens: int = 512,
              resume: bool = False, meta: dict | None = None, root: Path = Path("."),
-             full_concurrency: int = FULL_CONCURRENCY) -> MatrixResults:
+             full_concurrency: int = FULL_CONCURRENCY, co_deploy: bool = False) -> MatrixResults:
     """Run every pass of ``entries`` not already in ``out/results.json`` (with ``resume``).
 
     Entries of one deployment (consecutive in the plan) share its engines: their full passes run
     first, in plan order, then their latency passes *interleaved* item by item (item 1 of every
     entry, then item 2, ...), each request on emptied prefix caches. So a drift of the machine's
     speed, which moved passes minutes apart by up to 35% here, weighs on every entry alike, and
-    no entry finds another's blocks of the same item in a cache."""
+    no entry finds another's blocks of the same item in a cache. With ``co_deploy`` the
+    deployments stay up side by side and the latency passes of *all* entries are interleaved
+    after every full pass, so that rows of different deployments (ablation arms) compare too."""
     from relay_ray.bench.console import measure_at_normal_priority
-    from relay_ray.client import RelayClient
     from relay_ray.serve.local import load_serve_file, start_serve, stop_local
 
     path = out / "results.json"
@@ -171,17 +177,35 @@ def run_plan(entries: list[Entry], items, out: Path, latency_items: int, fmt, ma
     measure_at_normal_priority()
     start_serve(serve_file)
     try:
-        with RelayClient(f"127.0.0.1:{serve_file.grpc_port}", timeout_s=3600) as client:
-            for group in _by_deployment(todo):
-                _deploy(group[0].deployment, root)
+        with ExitStack() as stack:
+            clients: dict[str, object] = {}  # application -> its client
+            pending: list[tuple] = []  # (client, application, entry) of latency passes still to run
+            for k, group in enumerate(_by_deployment(todo)):
+                app = f"{APP_NAME}{k}" if co_deploy else APP_NAME
+                _deploy(group[0].deployment, root, app)
+                if app not in clients:
+                    clients[app] = stack.enter_context(_client(serve_file.grpc_port, app, co_deploy))
+                client = clients[app]
                 _warm_up(client)
                 for entry in group:
                     _run_full(client, entry, items, fmt, max_new_tokens, results, path, full_concurrency)
-                _run_latency(client, [e for e in group if e.latency and _needs_latency(e, results)],
-                             items[:latency_items], fmt, max_new_tokens, results, path)
+                pending += [(client, app, e) for e in group if e.latency and _needs_latency(e, results)]
+                if not co_deploy:
+                    _run_latency(pending, items[:latency_items], fmt, max_new_tokens, results, path)
+                    pending = []
+            if pending:
+                for client in dict.fromkeys(c for c, _, _ in pending):
+                    _warm_up(client)  # deployments idle since their full passes
+                _run_latency(pending, items[:latency_items], fmt, max_new_tokens, results, path)
     finally:
         stop_local()
     return results
+
+
+def _client(grpc_port: int, app: str, by_name: bool):
+    from relay_ray.client import RelayClient
+
+    return RelayClient(f"127.0.0.1:{grpc_port}", app_name=app if by_name else None, timeout_s=3600)
 
 
 def _by_deployment(entries: list[Entry]) -> list[list[Entry]]:
@@ -214,23 +238,24 @@ def _run_full(client, entry: Entry, items, fmt, max_new_tokens: int, results: Ma
         _save(entry, results, path, full=full)
 
 
-def _run_latency(client, entries: list[Entry], items, fmt, max_new_tokens: int, results: MatrixResults,
+def _run_latency(entries: list[tuple], items, fmt, max_new_tokens: int, results: MatrixResults,
                  path: Path) -> None:
-    """The c=1 passes of ``entries``, interleaved item by item, each request on empty prefix caches."""
+    """The c=1 passes of ``entries`` ((client, application, entry) each), interleaved item by
+    item, each request on empty prefix caches of its application."""
     from relay_ray.bench.console import progress
     from relay_ray.quality.runner import run_one
     from relay_ray.quality.runs import PolicyRun
 
     if not entries:
         return
-    runs = {e.label: (PolicyRun(e.label, e.policy, _params(e, results)), e) for e in entries}
+    runs = {e.label: (PolicyRun(e.label, e.policy, _params(e, results)), e, client, app) for client, app, e in entries}
     done: dict[str, list] = {label: [] for label in runs}
     wall_s = dict.fromkeys(runs, 0.0)
     refused = 0
     bar = progress(f"c=1, {len(entries)} rows interleaved", len(items) * len(entries))
     for item in items:
-        for label, (run, _) in runs.items():
-            refused += not _reset_prefix_caches()
+        for label, (run, _, client, app) in runs.items():
+            refused += not _reset_prefix_caches(app)
             started = time.perf_counter()
             done[label].append(run_one(client, item, run, run.params, fmt, max_new_tokens, True))
             wall_s[label] += time.perf_counter() - started
@@ -238,7 +263,7 @@ def _run_latency(client, entries: list[Entry], items, fmt, max_new_tokens: int, 
     bar.close()
     if refused:
         print(f"[matrix] warning: {refused} prefix-cache resets were refused (requests running)", file=sys.stderr)
-    for label, (run, entry) in runs.items():
+    for label, (run, entry, _, _) in runs.items():
         _stop_if_all_failed(label, done[label])
         _save(entry, results, path, latency=Pass(concurrency=1, wall_s=wall_s[label], params=run.params,
                                                  results=done[label]))

@@ -12,7 +12,7 @@ import relay_ray.client
 import relay_ray.serve.local
 from relay_ray.quality import matrix_run
 from relay_ray.quality.matrix import (
-    CALLER, KV, LARGE_X2, SCALED, SPEC, Decisions, Entry, Group, check_plan, cue_sets, dev_plan, final_plan,
+    ABLATION, CALLER, KV, LARGE_X2, SCALED, SPEC, Decisions, Entry, Group, check_plan, cue_sets, dev_plan, final_plan,
 )
 from relay_ray.quality.matrix_report import decide, main_table, rows, sweep_table, tier_costs
 from relay_ray.controller.limits import REQUEST_ID_PATTERN
@@ -77,7 +77,8 @@ class FakeRelay:
     each call advances ``clock`` (the runner's perf_counter here) by the policy's latency."""
 
     requests: list = []
-    resets: list = []  # len(requests) at each prefix-cache reset
+    resets: list = []  # (len(requests), application) at each prefix-cache reset
+    apps: list = []  # the application each request went to (None: the only one)
     clock = [0.0]
     refuse = False  # refuse every request but the warm-ups (the controller refuses bad request ids)
     # item index -> wrong, per (policy, tau): tau 0.3 is cheap and wrong often, 0.02 expensive and right
@@ -89,8 +90,8 @@ class FakeRelay:
              ("relayllm", 1): {1, 2, 3, 5, 7, 9}, ("relayllm", 2): {1, 2, 3, 5}, ("relayllm", 4): {1, 2, 3},
              ("relayllm", 8): {1, 2, 3}}
 
-    def __init__(self, address, app=None, timeout_s=None):
-        pass
+    def __init__(self, address, app_name=None, timeout_s=None):
+        self.app_name = app_name
 
     def __enter__(self):
         return self
@@ -103,6 +104,7 @@ class FakeRelay:
 
     def generate(self, request):
         FakeRelay.requests.append(request)
+        FakeRelay.apps.append(self.app_name)
         if not REQUEST_ID_PATTERN.match(request.request_id) or (FakeRelay.refuse and "/" in request.request_id):
             raise Refused()
         policy = request.policy.name
@@ -131,15 +133,16 @@ class FakeRelay:
 
 @pytest.fixture
 def fake_serve(monkeypatch):
-    FakeRelay.requests, FakeRelay.resets, FakeRelay.refuse = [], [], False
+    FakeRelay.requests, FakeRelay.resets, FakeRelay.apps, FakeRelay.refuse = [], [], [], False
     monkeypatch.setattr("relay_ray.quality.runner.time.perf_counter", lambda: FakeRelay.clock[0])
     monkeypatch.setenv("RAY_worker_niceness", "0")  # run_plan sets it for Ray; keep this process's env
     monkeypatch.setattr(relay_ray.client, "RelayClient", FakeRelay)
     monkeypatch.setattr(relay_ray.serve.local, "start_serve", lambda *a, **k: None)
     monkeypatch.setattr(relay_ray.serve.local, "stop_local", lambda: None)
     deployed = []
-    monkeypatch.setattr(matrix_run, "_deploy", lambda name, root: deployed.append(name))
-    monkeypatch.setattr(matrix_run, "_reset_prefix_caches", lambda: FakeRelay.resets.append(len(FakeRelay.requests)) or True)
+    monkeypatch.setattr(matrix_run, "_deploy", lambda name, root, app="relay": deployed.append((name, app)))
+    monkeypatch.setattr(matrix_run, "_reset_prefix_caches",
+                        lambda app="relay": FakeRelay.resets.append((len(FakeRelay.requests), app)) or True)
     return deployed
 
 
@@ -149,18 +152,18 @@ def _items():
     return [Item(f"q{i}", f"problem {i}", str(i), i + 1) for i in range(N)]
 
 
-def _run(tmp_path, entries, resume=False):
+def _run(tmp_path, entries, resume=False, co_deploy=False):
     from relay_ray.quality.extract import parse_format
 
     return matrix_run.run_plan(entries, _items(), tmp_path, latency_items=5, fmt=parse_format("answer-line"),
-                               resume=resume, meta={"data": "x"})
+                               resume=resume, meta={"data": "x"}, co_deploy=co_deploy)
 
 
 def test_dev_stage_decides_by_the_rules(tmp_path, fake_serve):
     entries = dev_plan()
     assert {e.policy for e in entries} == {"large-only", "rstitch", "relayllm"} and not any(e.latency for e in entries)
     results = _run(tmp_path, entries)
-    assert fake_serve == [SCALED, CALLER] and all(r.latency is None for r in results.entries.values())
+    assert fake_serve == [(SCALED, "relay"), (CALLER, "relay")] and all(r.latency is None for r in results.entries.values())
     decisions = decide(results, "dev")
     # large-only 37/40; tau 0.12 (37/40) is the cheapest within a point and not significantly
     # below; 0.2 (29/40) is significantly below, 0.3 below by far
@@ -240,8 +243,28 @@ def test_latency_passes_of_a_deployment_are_interleaved_on_empty_caches(tmp_path
     caller = [k for k, i in enumerate(ids) if i.startswith("caller_alone/")]
     assert min(caller) > max(latency) and len(caller) == N + 5
     # a reset right before every latency request, and only then
-    assert FakeRelay.resets == latency + caller[N:]
+    assert FakeRelay.resets == [(k, "relay") for k in latency + caller[N:]]
     assert [r.id for r in results.entries["rstitch"].latency.results] == [f"q{i}" for i in range(5)]
+
+
+def test_co_deployed_arms_run_their_latency_passes_interleaved_after_every_full_pass(tmp_path, fake_serve):
+    entries = [Entry(label="large-only", policy="large-only"), Entry(label="small-only", policy="small-only"),
+               Entry(label="rstitch", policy="rstitch", params={"tau": 0.12}, tau=0.12),
+               Entry(label="rstitch, arm", policy="rstitch", params={"tau": 0.12}, tau=0.12, deployment=ABLATION,
+                     full=False)]
+    results = _run(tmp_path, entries, co_deploy=True)
+    # each deployment under an application of its own, none replaced
+    assert fake_serve == [(SCALED, "relay0"), (ABLATION, "relay1")]
+    ids = [r.request_id for r in FakeRelay.requests]
+    measured = [k for k, i in enumerate(ids) if "/" in i]
+    full, latency = measured[:3 * N], measured[3 * N:]
+    assert {ids[k].split("/")[0] for k in full} == {"large-only", "small-only", "rstitch"}
+    # after the last full pass, every row item by item, each on its own application's engines
+    assert [(ids[k], FakeRelay.apps[k]) for k in latency] == [
+        (f"{label}/q{i}", app) for i in range(5) for label, app in
+        (("large-only", "relay0"), ("small-only", "relay0"), ("rstitch", "relay0"), ("rstitch__arm", "relay1"))]
+    assert FakeRelay.resets == [(k, FakeRelay.apps[k]) for k in latency]
+    assert [r.id for r in results.entries["rstitch, arm"].latency.results] == [f"q{i}" for i in range(5)]
 
 
 def test_kv_session_rows_show_no_large_compute(tmp_path, fake_serve):
@@ -322,7 +345,7 @@ def test_targets_table_checks_the_issue_targets(tmp_path, fake_serve):
 
 def test_prefill_ahead_arms_differ_from_their_base_only_in_prefill_ahead():
     from relay_ray.quality.matrix import (
-        CALLER_CHUNK, PREFILL_AHEAD_ARMS, SCALED_CHUNK, SCALED_GATED_CHUNK, SCALED_LOGPROBS,
+        CALLER_CHUNK, PREFILL_AHEAD_ARMS, SCALED_CHUNK, SCALED_GATED_CHUNK, SCALED_GATED_YIELD, SCALED_LOGPROBS,
     )
     from relay_ray.quality.matrix_run import deployment_config
 
@@ -346,15 +369,15 @@ def test_prefill_ahead_arms_differ_from_their_base_only_in_prefill_ahead():
     assert gates == {0.0, 0.5}  # ungated and gated warm-ups
     # the served config chunks; every arm but the first-chunk arms pins it off
     assert deployment_config(SCALED).large.first_chunk_tokens == 1
-    assert chunked == {SCALED_CHUNK, SCALED_GATED_CHUNK, SCALED_LOGPROBS, CALLER_CHUNK}
+    assert chunked == {SCALED_CHUNK, SCALED_GATED_CHUNK, SCALED_GATED_YIELD, SCALED_LOGPROBS, CALLER_CHUNK}
     # the served config runs the small tier's rule in its engine; one arm returns logprobs instead
     assert deployment_config(SCALED).small.entropy_in_engine and from_logprobs == {SCALED_LOGPROBS}
 
 
 def test_ablation_arms_run_in_pairs_against_their_own_large_only(tmp_path, fake_serve):
     from relay_ray.quality.matrix import (
-        ABLATION, CALLER_ABL, CALLER_CHUNK, CALLER_GATED, CALLER_PA, SCALED_CHUNK, SCALED_GATED,
-        SCALED_GATED_CHUNK, SCALED_LOGPROBS, SCALED_PA, prefill_ahead_ablation,
+        CALLER_ABL, CALLER_CHUNK, CALLER_GATED, CALLER_PA, SCALED_CHUNK, SCALED_GATED,
+        SCALED_GATED_CHUNK, SCALED_GATED_YIELD, SCALED_LOGPROBS, SCALED_PA, prefill_ahead_ablation,
     )
     from relay_ray.quality.matrix_ablation import ablation_table
 
@@ -364,8 +387,8 @@ def test_ablation_arms_run_in_pairs_against_their_own_large_only(tmp_path, fake_
     entries = [Entry(label="large-only", policy="large-only"), Entry(label="small-only", policy="small-only")] + arms
     check_plan(entries)
     by = {r.entry.label: r for r in rows(_run(tmp_path, entries))}
-    assert fake_serve == [SCALED, ABLATION, SCALED_PA, SCALED_GATED, SCALED_CHUNK, SCALED_GATED_CHUNK,
-                          SCALED_LOGPROBS, CALLER_ABL, CALLER_PA, CALLER_GATED, CALLER_CHUNK]
+    assert [name for name, _ in fake_serve] == [SCALED, ABLATION, SCALED_PA, SCALED_GATED, SCALED_CHUNK, SCALED_GATED_CHUNK,
+                          SCALED_LOGPROBS, SCALED_GATED_YIELD, CALLER_ABL, CALLER_PA, CALLER_GATED, CALLER_CHUNK]
     # steps count against the ablation's own large-only (20 ms per token in the fake)
     assert by["rstitch, prefill-ahead"].into_large_p50_steps == pytest.approx(32.0 / 20.0)
     assert by["relayllm, prefill-ahead off"].into_large_uncached_p50 == 100
@@ -373,9 +396,10 @@ def test_ablation_arms_run_in_pairs_against_their_own_large_only(tmp_path, fake_
     arm_lines = [x for x in lines if x.startswith(("| rstitch", "| relaygen", "| relayllm"))]
     chunk, gated_chunk = "off, one-token first chunk", "gated, one-token first chunk"
     logprobs = "off, one-token first chunk, small-tier rule from logprobs"
-    assert len(arm_lines) == 15 and all("32 (1.60)" in x for x in arm_lines)
+    yields = "gated, one-token first chunk, large engine niceness 10"
+    assert len(arm_lines) == 16 and all("32 (1.60)" in x for x in arm_lines)
     assert [x.split("|")[2].strip() for x in arm_lines] == ["off"] * 2 + ["on"] * 2 + ["gated"] * 2 + [
-        chunk] * 2 + [gated_chunk] * 2 + [logprobs, "off", "on", "gated", chunk]
-    assert [x.split("|")[4].strip() for x in arm_lines] == ["—", "—"] + ["1.00x"] * 9 + ["—"] + ["1.00x"] * 3
+        chunk] * 2 + [gated_chunk] * 2 + [logprobs, yields, "off", "on", "gated", chunk]
+    assert [x.split("|")[4].strip() for x in arm_lines] == ["—", "—"] + ["1.00x"] * 10 + ["—"] + ["1.00x"] * 3
     assert {x.split("|")[-2].strip() for x in arm_lines} == {"20"}  # the engine's step, from the segments
     assert ablation_table([by["rstitch"]] if "rstitch" in by else []) == ""
