@@ -85,6 +85,10 @@ class TierConfig(_Strict):
     engine_niceness: int = Field(
         0, ge=0, le=19, description="CPU: niceness of the engine processes, so that Serve's proxy and the "
         "controllers stay responsive when the engines keep every core busy (e.g. 5 on small machines)")
+    engine_poll_sleep_us: int = Field(
+        0, ge=0, le=10_000, description="CPU: while vLLM's engine core and worker process wait for each other, "
+        "sleep this many microseconds between polls instead of busy-looping (0: vLLM's busy loop, which keeps a "
+        "core spinning for a second after every step; e.g. 30 where tiers share a few cores)")
     cpu_threads_bind_by_replica: tuple[str, ...] = Field(
         (), description="CPU: one binding per replica rank (rank r uses entry r mod n); overrides cpu_threads_bind")
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="GPU memory fraction")

@@ -17,6 +17,7 @@ import time
 
 PARENT_POLL_S = 0.5
 NICENESS_ENV = "RELAY_RAY_ENGINE_NICENESS"  # read by engine cores at start; their workers inherit it
+POLL_SLEEP_ENV = "RELAY_RAY_ENGINE_POLL_SLEEP_US"  # read by engine cores and their workers at start
 TERM_GRACE_S = 5.0  # SIGTERM lets vLLM shut down cleanly; SIGKILL after this long
 
 
@@ -43,6 +44,8 @@ def run_engine_core_bound_to_parent(*args, **kwargs):
     niceness = int(os.environ.get(NICENESS_ENV, "0") or 0)
     if niceness > 0:  # engines yield the CPU to the control plane (proxy, controllers)
         os.nice(niceness)
+    if sleep_between_polls():
+        _start_workers_sleeping()
     run = EngineCoreProc.run_engine_core  # in the child: vLLM's own (the patch lives in the parent)
     if getattr(run, "__relay_bound__", False):  # forked rather than spawned: the patch came along
         run = _ORIGINAL
@@ -65,3 +68,54 @@ def watch_parent(parent_pid: int, poll_s: float = PARENT_POLL_S) -> threading.Th
     thread = threading.Thread(target=watch, name="relay-parent-watch", daemon=True)
     thread.start()
     return thread
+
+
+def sleep_between_polls() -> bool:
+    """In an engine core or worker process: if ``POLL_SLEEP_ENV`` is set, wait for the other
+    process with short sleeps instead of vLLM's busy loop; True if it did.
+
+    vLLM's engine core and its worker process (on CPU always two processes) hand each step over
+    through a shared-memory queue whose reader spins on ``sched_yield`` for a second after each
+    read. While a tier decodes, its engine core spins a whole core away waiting for the worker,
+    and after every segment both spin on for a second: on a machine where the tiers and the
+    service share a few cores, the spinning takes the CPU the other tier's engine and the
+    service need. A sleep of some microseconds between polls keeps vLLM's protocol (the reader
+    still polls the buffer within its busy window, so no notification can be missed) and gives
+    the core back. docs/benchmarks.md, "Item 3: engines that sleep between polls".
+    """
+    sleep_us = int(os.environ.get(POLL_SLEEP_ENV, "0") or 0)
+    if sleep_us <= 0:
+        return False
+    from vllm.distributed.device_communicators import shm_broadcast
+
+    pause_s = sleep_us / 1e6
+    shm_broadcast.sched_yield = lambda: time.sleep(pause_s)  # looked up at each call
+    return True
+
+
+def _start_workers_sleeping() -> None:
+    """Workers this engine core spawns apply :func:`sleep_between_polls` too (forked ones inherit
+    the patched module)."""
+    from vllm.v1.executor.multiproc_executor import WorkerProc
+
+    global _ORIGINAL_WORKER
+    if not getattr(WorkerProc.worker_main, "__relay_bound__", False):
+        _ORIGINAL_WORKER = WorkerProc.worker_main
+        WorkerProc.worker_main = staticmethod(run_worker_sleeping_between_polls)
+
+
+_ORIGINAL_WORKER = None
+
+
+def run_worker_sleeping_between_polls(*args, **kwargs):
+    """vLLM's worker main, after :func:`sleep_between_polls`."""
+    from vllm.v1.executor.multiproc_executor import WorkerProc
+
+    sleep_between_polls()
+    run = WorkerProc.worker_main  # spawned: vLLM's own (the patch lives in the engine core)
+    if getattr(run, "__relay_bound__", False):  # forked: the patch came along
+        run = _ORIGINAL_WORKER
+    return run(*args, **kwargs)
+
+
+run_worker_sleeping_between_polls.__relay_bound__ = True

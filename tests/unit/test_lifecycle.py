@@ -36,3 +36,39 @@ def test_a_watched_child_ends_when_its_parent_is_killed():
         assert _gone(child_pid)
     finally:
         parent.kill()
+
+
+def test_engines_told_to_sleep_between_polls_give_the_core_back(monkeypatch):
+    from vllm.distributed.device_communicators import shm_broadcast
+    from vllm.v1.executor.multiproc_executor import WorkerProc
+
+    from relay_ray.engines import lifecycle
+
+    monkeypatch.setattr(shm_broadcast, "sched_yield", shm_broadcast.sched_yield)  # restored afterwards
+    monkeypatch.setattr(WorkerProc, "worker_main", WorkerProc.__dict__["worker_main"])
+    monkeypatch.setattr(lifecycle, "_ORIGINAL_WORKER", None)
+    monkeypatch.delenv(lifecycle.POLL_SLEEP_ENV, raising=False)
+    assert not lifecycle.sleep_between_polls()  # unset: vLLM's busy loop stays
+    monkeypatch.setenv(lifecycle.POLL_SLEEP_ENV, "0")
+    assert not lifecycle.sleep_between_polls()
+    spin = shm_broadcast.sched_yield
+
+    monkeypatch.setenv(lifecycle.POLL_SLEEP_ENV, "2000")
+    assert lifecycle.sleep_between_polls() and shm_broadcast.sched_yield is not spin
+    started = time.perf_counter()
+    for _ in range(5):
+        shm_broadcast.sched_yield()  # what SpinCondition.wait calls between polls of its buffer
+    assert time.perf_counter() - started >= 5 * 0.002
+
+    # workers the engine core starts apply it too: a spawned one runs vLLM's own main after it,
+    # a forked one (the patch came along) the original kept aside
+    original = WorkerProc.worker_main
+    lifecycle._start_workers_sleeping()
+    lifecycle._start_workers_sleeping()  # idempotent
+    assert WorkerProc.worker_main is lifecycle.run_worker_sleeping_between_polls
+    assert lifecycle._ORIGINAL_WORKER is original
+    calls = []
+    monkeypatch.setattr(lifecycle, "_ORIGINAL_WORKER", lambda *a, **k: calls.append((a, k)) or "ran")
+    monkeypatch.setattr(shm_broadcast, "sched_yield", spin)
+    assert lifecycle.run_worker_sleeping_between_polls(1, rank=0) == "ran" and calls == [((1,), {"rank": 0})]
+    assert shm_broadcast.sched_yield is not spin
