@@ -43,8 +43,9 @@ def _value(text: str):
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     tier, _, field = args.setting.partition(".")
-    if tier not in ("large", "small", "controller") or not field:
-        print(f"--setting {args.setting!r}: expected large.FIELD, small.FIELD or controller.FIELD", file=sys.stderr)
+    if tier not in ("large", "small", "tiers", "controller") or not field:
+        print(f"--setting {args.setting!r}: expected large.FIELD, small.FIELD, tiers.FIELD (both tiers) or "
+              "controller.FIELD", file=sys.stderr)
         return 2
     from ray import serve
 
@@ -59,11 +60,12 @@ def main(argv: list[str] | None = None) -> int:
 
     serve_file = load_serve_file(Path(args.config))
     base = serve_file.relay
-    section = getattr(base, tier)
-    if field not in type(section).model_fields:
-        print(f"--setting: {tier} has no field {field!r}", file=sys.stderr)
+    sections = ("large", "small") if tier == "tiers" else (tier,)
+    if field not in type(getattr(base, sections[0])).model_fields:
+        print(f"--setting: {sections[0]} has no field {field!r}", file=sys.stderr)
         return 2
-    apps = {f"ab{i}": base.model_copy(update={tier: section.model_copy(update={field: _value(v)})})
+    apps = {f"ab{i}": base.model_copy(update={t: getattr(base, t).model_copy(update={field: _value(v)})
+                                              for t in sections})
             for i, v in enumerate(args.values)}
     names = list(apps)
     run = parse_run(args.run)

@@ -24,7 +24,7 @@ ARM_COLUMN = {"prefill-ahead off": "off", "prefill-ahead": "on", "gated prefill-
               "gated prefill-ahead + first chunk": "gated, one-token first chunk",
               "first chunk, rule from logprobs": "off, one-token first chunk, small-tier rule from logprobs",
               "gated prefill-ahead + first chunk, large engine yields": "gated, one-token first chunk, large engine niceness 10",
-              "engines busy-poll": "off, one-token first chunk, engines busy-poll (vLLM's default)"}
+              "engines sleep between polls": "off, one-token first chunk, engines sleep 30 µs between polls"}
 
 
 def ablation_table(all_rows: list[Row]) -> str:
