@@ -81,7 +81,7 @@ def sleep_between_polls() -> bool:
     service share a few cores, the spinning takes the CPU the other tier's engine and the
     service need. A sleep of some microseconds between polls keeps vLLM's protocol (the reader
     still polls the buffer within its busy window, so no notification can be missed) and gives
-    the core back. docs/benchmarks.md, "Item 3: engines that sleep between polls".
+    the core back. docs/benchmarks.md, "Item 3: where the CPU goes between the tiers".
     """
     sleep_us = int(os.environ.get(POLL_SLEEP_ENV, "0") or 0)
     if sleep_us <= 0:
