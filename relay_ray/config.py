@@ -89,6 +89,10 @@ class TierConfig(_Strict):
         0, ge=0, le=10_000, description="CPU: while vLLM's engine core and worker process wait for each other, "
         "sleep this many microseconds between polls instead of busy-looping (0: vLLM's busy loop, which keeps a "
         "core spinning for a second after every step; e.g. 30 where tiers share a few cores)")
+    engine_poll_spin_us: int = Field(
+        0, ge=0, le=1_000_000, description="CPU, with engine_poll_sleep_us: keep vLLM's busy loop this many "
+        "microseconds after each message before sleeping between polls, so that steps which follow each other "
+        "closely hand over at once (0: sleep from the first poll)")
     cpu_threads_bind_by_replica: tuple[str, ...] = Field(
         (), description="CPU: one binding per replica rank (rank r uses entry r mod n); overrides cpu_threads_bind")
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="GPU memory fraction")

@@ -18,6 +18,7 @@ import time
 PARENT_POLL_S = 0.5
 NICENESS_ENV = "RELAY_RAY_ENGINE_NICENESS"  # read by engine cores at start; their workers inherit it
 POLL_SLEEP_ENV = "RELAY_RAY_ENGINE_POLL_SLEEP_US"  # read by engine cores and their workers at start
+POLL_SPIN_ENV = "RELAY_RAY_ENGINE_POLL_SPIN_US"  # likewise: how long they still busy-loop after a message
 TERM_GRACE_S = 5.0  # SIGTERM lets vLLM shut down cleanly; SIGKILL after this long
 
 
@@ -81,15 +82,31 @@ def sleep_between_polls() -> bool:
     service share a few cores, the spinning takes the CPU the other tier's engine and the
     service need. A sleep of some microseconds between polls keeps vLLM's protocol (the reader
     still polls the buffer within its busy window, so no notification can be missed) and gives
-    the core back. docs/benchmarks.md, "Item 3: where the CPU goes between the tiers".
+    the core back. With ``POLL_SPIN_ENV`` set too, the reader keeps vLLM's busy loop that long
+    after each message and sleeps only after that: steps that follow each other closely (a busy
+    tier) hand over at once, and a tier whose segment has ended gives its core back.
+    docs/benchmarks.md, "Item 3: where the CPU goes between the tiers".
     """
     sleep_us = int(os.environ.get(POLL_SLEEP_ENV, "0") or 0)
     if sleep_us <= 0:
         return False
-    from vllm.distributed.device_communicators import shm_broadcast
+    from vllm.distributed.device_communicators.shm_broadcast import SpinCondition
 
     pause_s = sleep_us / 1e6
-    shm_broadcast.sched_yield = lambda: time.sleep(pause_s)  # looked up at each call
+    spin_s = int(os.environ.get(POLL_SPIN_ENV, "0") or 0) / 1e6
+    vllm_wait = getattr(SpinCondition.wait, "__relay_vllm_wait__", SpinCondition.wait)
+
+    def wait(self, timeout_ms: int | None = None) -> None:
+        # vLLM's wait yields while the last read is under busy_loop_s old, and otherwise
+        # blocks on its notification socket.
+        idle_s = time.monotonic() - self.last_read
+        if spin_s < idle_s <= self.busy_loop_s:
+            time.sleep(pause_s)
+        else:
+            vllm_wait(self, timeout_ms)
+
+    wait.__relay_vllm_wait__ = vllm_wait
+    SpinCondition.wait = wait
     return True
 
 

@@ -18,7 +18,7 @@ from dataclasses import replace
 
 from relay_ray.config import TierConfig
 from relay_ray.engines.detok import IncrementalDecoder
-from relay_ray.engines.lifecycle import NICENESS_ENV, POLL_SLEEP_ENV, bind_to_replica
+from relay_ray.engines.lifecycle import NICENESS_ENV, POLL_SLEEP_ENV, POLL_SPIN_ENV, bind_to_replica
 from relay_ray.engines.prompts import guard_control_tokens, model_display_name, tokenizer_fingerprint
 from relay_ray.engines import session as kv
 from relay_ray.engines.segment_run import SegmentRun, TokenOutput
@@ -47,6 +47,7 @@ def apply_cpu_env(config: TierConfig) -> None:
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = config.cpu_threads_bind
     os.environ[NICENESS_ENV] = str(config.engine_niceness)
     os.environ[POLL_SLEEP_ENV] = str(config.engine_poll_sleep_us)
+    os.environ[POLL_SPIN_ENV] = str(config.engine_poll_spin_us)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 

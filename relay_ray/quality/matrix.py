@@ -55,6 +55,9 @@ SCALED_GATED_YIELD = "scaled + gated prefill-ahead + first chunk, large engine y
 # Both tiers' engines sleep 30 µs between polls instead of vLLM's busy loop
 # (TierConfig.engine_poll_sleep_us; 0, vLLM's busy loop, in the served config).
 SCALED_SLEEP = "scaled, engines sleep between polls"
+# The same after 10 ms of vLLM's busy loop after each message (TierConfig.engine_poll_spin_us):
+# a tier in the middle of a segment hands its steps over at once, an idle one sleeps.
+SCALED_SPIN = "scaled, engines spin then sleep between polls"
 # R-Stitch's small-segment rule from returned logprobs instead of in the small tier's engine
 # (TierConfig.entropy_in_engine, on in the served config and in every other arm).
 SCALED_LOGPROBS = "scaled + first chunk, rule from logprobs"
@@ -65,11 +68,13 @@ _PLAIN, _CHUNK = {"first_chunk_tokens": 0}, {"first_chunk_tokens": 1}
 _LOGPROBS = {"entropy_in_engine": False}
 _YIELD = _CHUNK | {"engine_niceness": 10}
 _SLEEP = {"engine_poll_sleep_us": 30}
+_SPIN = _SLEEP | {"engine_poll_spin_us": 10_000}
 # deployment: (base, controller settings, large tier settings[, small tier settings])
 PREFILL_AHEAD_ARMS = {ABLATION: (SCALED, _OFF, _PLAIN), SCALED_PA: (SCALED, _ON, _PLAIN),
                       SCALED_GATED: (SCALED, _GATED, _PLAIN), SCALED_CHUNK: (SCALED, _OFF, _CHUNK),
                       SCALED_GATED_CHUNK: (SCALED, _GATED, _CHUNK), SCALED_GATED_YIELD: (SCALED, _GATED, _YIELD),
-                      SCALED_SLEEP: (SCALED, {}, _SLEEP, _SLEEP), SCALED_LOGPROBS: (SCALED, _OFF, _CHUNK, _LOGPROBS),
+                      SCALED_SLEEP: (SCALED, {}, _SLEEP, _SLEEP),
+                      SCALED_SPIN: (SCALED, {}, _SPIN, _SPIN), SCALED_LOGPROBS: (SCALED, _OFF, _CHUNK, _LOGPROBS),
                       CALLER_ABL: (CALLER, _OFF, _PLAIN), CALLER_PA: (CALLER, _ON, _PLAIN),
                       CALLER_GATED: (CALLER, _GATED, _PLAIN), CALLER_CHUNK: (CALLER, _OFF, _CHUNK)}
 # Where a deployment without single-tier runs of its own takes its tier costs: (large, small).
@@ -79,6 +84,7 @@ ARM_NAMES = {ABLATION: "prefill-ahead off", SCALED_PA: "prefill-ahead", SCALED_G
              SCALED_CHUNK: "one-token first chunk", SCALED_GATED_CHUNK: "gated prefill-ahead + first chunk",
              SCALED_GATED_YIELD: "gated prefill-ahead + first chunk, large engine yields",
              SCALED_LOGPROBS: "first chunk, rule from logprobs", SCALED_SLEEP: "engines sleep between polls",
+             SCALED_SPIN: "engines spin 10 ms, then sleep between polls",
              CALLER_ABL: "prefill-ahead off", CALLER_PA: "prefill-ahead",
              CALLER_GATED: "gated prefill-ahead", CALLER_CHUNK: "one-token first chunk"}
 CUES_FILE = "demo-models/relaygen-cues.json"
@@ -231,7 +237,7 @@ def prefill_ahead_ablation(tau: float, cue_set: str, cue_params: dict,
                               group=Group.HANDOFF, full=False))
     # Only rstitch has a rule the small tier can run in its engine; the yielding engine is about
     # rstitch's small segments.
-    for deployment in (SCALED_LOGPROBS, SCALED_GATED_YIELD, SCALED_SLEEP):
+    for deployment in (SCALED_LOGPROBS, SCALED_GATED_YIELD, SCALED_SLEEP, SCALED_SPIN):
         arms.append(_rstitch(f"rstitch, {ARM_NAMES[deployment]}", tau, Group.HANDOFF, deployment=deployment,
                              full=False))
     for deployment in (CALLER_ABL, CALLER_PA, CALLER_GATED, CALLER_CHUNK):

@@ -24,7 +24,9 @@ ARM_COLUMN = {"prefill-ahead off": "off", "prefill-ahead": "on", "gated prefill-
               "gated prefill-ahead + first chunk": "gated, one-token first chunk",
               "first chunk, rule from logprobs": "off, one-token first chunk, small-tier rule from logprobs",
               "gated prefill-ahead + first chunk, large engine yields": "gated, one-token first chunk, large engine niceness 10",
-              "engines sleep between polls": "off, one-token first chunk, engines sleep 30 µs between polls"}
+              "engines sleep between polls": "off, one-token first chunk, engines sleep 30 µs between polls",
+              "engines spin 10 ms, then sleep between polls": "off, one-token first chunk, engines busy-loop 10 ms "
+              "after each message, then sleep 30 µs between polls"}
 
 
 def ablation_table(all_rows: list[Row]) -> str:

@@ -44,21 +44,45 @@ def test_engines_told_to_sleep_between_polls_give_the_core_back(monkeypatch):
 
     from relay_ray.engines import lifecycle
 
-    monkeypatch.setattr(shm_broadcast, "sched_yield", shm_broadcast.sched_yield)  # restored afterwards
+    condition = shm_broadcast.SpinCondition
+    monkeypatch.setattr(condition, "wait", condition.wait)  # restored afterwards
     monkeypatch.setattr(WorkerProc, "worker_main", WorkerProc.__dict__["worker_main"])
     monkeypatch.setattr(lifecycle, "_ORIGINAL_WORKER", None)
+    yields, polls = [], []
+    monkeypatch.setattr(shm_broadcast, "sched_yield", lambda: yields.append(1))
     monkeypatch.delenv(lifecycle.POLL_SLEEP_ENV, raising=False)
+    monkeypatch.delenv(lifecycle.POLL_SPIN_ENV, raising=False)
     assert not lifecycle.sleep_between_polls()  # unset: vLLM's busy loop stays
     monkeypatch.setenv(lifecycle.POLL_SLEEP_ENV, "0")
     assert not lifecycle.sleep_between_polls()
-    spin = shm_broadcast.sched_yield
+    vllm_wait = condition.wait
+
+    class Reader:  # what SpinCondition.wait reads of its reader
+        is_reader, busy_loop_s = True, 1.0
+        read_cancel_socket = local_notify_socket = None
+        poller = type("Poller", (), {"poll": lambda self, timeout: polls.append(timeout) or {}})()
+        last_read = 0.0
+
+    reader = Reader()
+
+    def waits(idle_s: float, count: int = 5) -> float:
+        """Seconds ``count`` waits take, ``idle_s`` after the reader's last read."""
+        reader.last_read = time.monotonic() - idle_s
+        started = time.perf_counter()
+        for _ in range(count):
+            condition.wait(reader, timeout_ms=7)
+        return time.perf_counter() - started
 
     monkeypatch.setenv(lifecycle.POLL_SLEEP_ENV, "2000")
-    assert lifecycle.sleep_between_polls() and shm_broadcast.sched_yield is not spin
-    started = time.perf_counter()
-    for _ in range(5):
-        shm_broadcast.sched_yield()  # what SpinCondition.wait calls between polls of its buffer
-    assert time.perf_counter() - started >= 5 * 0.002
+    assert lifecycle.sleep_between_polls() and condition.wait is not vllm_wait
+    assert waits(0.1) >= 5 * 0.002 and not yields  # sleeps within the busy window
+    waits(2.0, count=1)
+    assert polls == [7] and not yields  # past it: vLLM's wait on its notification socket
+    # with a spin window, vLLM's busy loop first, sleeps after it
+    monkeypatch.setenv(lifecycle.POLL_SPIN_ENV, "50000")
+    assert lifecycle.sleep_between_polls()  # applied again: wraps vLLM's wait, not its own
+    assert waits(0.0) < 0.002 and len(yields) == 5
+    assert waits(0.1) >= 5 * 0.002 and len(yields) == 5
 
     # workers the engine core starts apply it too: a spawned one runs vLLM's own main after it,
     # a forked one (the patch came along) the original kept aside
@@ -69,6 +93,6 @@ def test_engines_told_to_sleep_between_polls_give_the_core_back(monkeypatch):
     assert lifecycle._ORIGINAL_WORKER is original
     calls = []
     monkeypatch.setattr(lifecycle, "_ORIGINAL_WORKER", lambda *a, **k: calls.append((a, k)) or "ran")
-    monkeypatch.setattr(shm_broadcast, "sched_yield", spin)
+    monkeypatch.setattr(condition, "wait", vllm_wait)
     assert lifecycle.run_worker_sleeping_between_polls(1, rank=0) == "ran" and calls == [((1,), {"rank": 0})]
-    assert shm_broadcast.sched_yield is not spin
+    assert condition.wait is not vllm_wait

@@ -346,7 +346,7 @@ def test_targets_table_checks_the_issue_targets(tmp_path, fake_serve):
 def test_prefill_ahead_arms_differ_from_their_base_only_in_prefill_ahead():
     from relay_ray.quality.matrix import (
         CALLER_CHUNK, PREFILL_AHEAD_ARMS, SCALED_CHUNK, SCALED_GATED_CHUNK, SCALED_GATED_YIELD, SCALED_LOGPROBS,
-        SCALED_SLEEP,
+        SCALED_SLEEP, SCALED_SPIN,
     )
     from relay_ray.quality.matrix_run import deployment_config
 
@@ -370,7 +370,8 @@ def test_prefill_ahead_arms_differ_from_their_base_only_in_prefill_ahead():
     assert gates == {0.0, 0.5}  # ungated and gated warm-ups
     # the served config chunks; every arm but the first-chunk arms pins it off
     assert deployment_config(SCALED).large.first_chunk_tokens == 1
-    assert chunked == {SCALED_CHUNK, SCALED_GATED_CHUNK, SCALED_GATED_YIELD, SCALED_LOGPROBS, SCALED_SLEEP, CALLER_CHUNK}
+    assert chunked == {SCALED_CHUNK, SCALED_GATED_CHUNK, SCALED_GATED_YIELD, SCALED_LOGPROBS, SCALED_SLEEP, SCALED_SPIN,
+                       CALLER_CHUNK}
     # the served config runs the small tier's rule in its engine; one arm returns logprobs instead
     assert deployment_config(SCALED).small.entropy_in_engine and from_logprobs == {SCALED_LOGPROBS}
 
@@ -378,7 +379,8 @@ def test_prefill_ahead_arms_differ_from_their_base_only_in_prefill_ahead():
 def test_ablation_arms_run_in_pairs_against_their_own_large_only(tmp_path, fake_serve):
     from relay_ray.quality.matrix import (
         CALLER_ABL, CALLER_CHUNK, CALLER_GATED, CALLER_PA, SCALED_CHUNK, SCALED_GATED,
-        SCALED_GATED_CHUNK, SCALED_GATED_YIELD, SCALED_LOGPROBS, SCALED_PA, SCALED_SLEEP, prefill_ahead_ablation,
+        SCALED_GATED_CHUNK, SCALED_GATED_YIELD, SCALED_LOGPROBS, SCALED_PA, SCALED_SLEEP, SCALED_SPIN,
+        prefill_ahead_ablation,
     )
     from relay_ray.quality.matrix_ablation import ablation_table
 
@@ -389,7 +391,8 @@ def test_ablation_arms_run_in_pairs_against_their_own_large_only(tmp_path, fake_
     check_plan(entries)
     by = {r.entry.label: r for r in rows(_run(tmp_path, entries))}
     assert [name for name, _ in fake_serve] == [SCALED, ABLATION, SCALED_PA, SCALED_GATED, SCALED_CHUNK, SCALED_GATED_CHUNK,
-                          SCALED_LOGPROBS, SCALED_GATED_YIELD, SCALED_SLEEP, CALLER_ABL, CALLER_PA, CALLER_GATED, CALLER_CHUNK]
+                          SCALED_LOGPROBS, SCALED_GATED_YIELD, SCALED_SLEEP, SCALED_SPIN, CALLER_ABL, CALLER_PA,
+                          CALLER_GATED, CALLER_CHUNK]
     # steps count against the ablation's own large-only (20 ms per token in the fake)
     assert by["rstitch, prefill-ahead"].into_large_p50_steps == pytest.approx(32.0 / 20.0)
     assert by["relayllm, prefill-ahead off"].into_large_uncached_p50 == 100
@@ -398,10 +401,11 @@ def test_ablation_arms_run_in_pairs_against_their_own_large_only(tmp_path, fake_
     chunk, gated_chunk = "off, one-token first chunk", "gated, one-token first chunk"
     logprobs = "off, one-token first chunk, small-tier rule from logprobs"
     yields = "gated, one-token first chunk, large engine niceness 10"
-    spin = "off, one-token first chunk, engines sleep 30 µs between polls"
-    assert len(arm_lines) == 17 and all("32 (1.60)" in x for x in arm_lines)
+    sleeps = "off, one-token first chunk, engines sleep 30 µs between polls"
+    spins = "off, one-token first chunk, engines busy-loop 10 ms after each message, then sleep 30 µs between polls"
+    assert len(arm_lines) == 18 and all("32 (1.60)" in x for x in arm_lines)
     assert [x.split("|")[2].strip() for x in arm_lines] == ["off"] * 2 + ["on"] * 2 + ["gated"] * 2 + [
-        chunk] * 2 + [gated_chunk] * 2 + [logprobs, yields, spin, "off", "on", "gated", chunk]
-    assert [x.split("|")[4].strip() for x in arm_lines] == ["—", "—"] + ["1.00x"] * 11 + ["—"] + ["1.00x"] * 3
+        chunk] * 2 + [gated_chunk] * 2 + [logprobs, yields, sleeps, spins, "off", "on", "gated", chunk]
+    assert [x.split("|")[4].strip() for x in arm_lines] == ["—", "—"] + ["1.00x"] * 12 + ["—"] + ["1.00x"] * 3
     assert {x.split("|")[-2].strip() for x in arm_lines} == {"20"}  # the engine's step, from the segments
     assert ablation_table([by["rstitch"]] if "rstitch" in by else []) == ""
