@@ -202,6 +202,22 @@ def run_plan(entries: list[Entry], items, out: Path, latency_items: int, fmt, ma
     return results
 
 
+# vLLM's shared-memory readers spin for a second after their last message (busy_loop_s).
+SETTLE_S = 1.2
+
+
+def _settle(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def turn_order(rows: list, k: int) -> list:
+    """``rows`` in the order item ``k`` runs them: rotated by ``k``, reversed every other round
+    of ``len(rows)`` items, so that every row runs at every position and after different rows."""
+    n = len(rows)
+    order = rows[k % n:] + rows[:k % n]
+    return order[::-1] if (k // n) % 2 else order
+
+
 def _client(grpc_port: int, app: str, by_name: bool):
     from relay_ray.client import RelayClient
 
@@ -241,7 +257,13 @@ def _run_full(client, entry: Entry, items, fmt, max_new_tokens: int, results: Ma
 def _run_latency(entries: list[tuple], items, fmt, max_new_tokens: int, results: MatrixResults,
                  path: Path) -> None:
     """The c=1 passes of ``entries`` ((client, application, entry) each), interleaved item by
-    item, each request on empty prefix caches of its application."""
+    item, each request on empty prefix caches of its application.
+
+    Each row's position within an item rotates (and the order reverses every round), and a
+    request on another application than the one before starts once that one's engines have
+    gone quiet (:data:`SETTLE_S`): co-deployed rows at fixed positions measured a position
+    effect, the row after another deployment's request running while that deployment's
+    engines still spun (docs/benchmarks.md, "Rows in turn")."""
     from relay_ray.bench.console import progress
     from relay_ray.quality.runner import run_one
     from relay_ray.quality.runs import PolicyRun
@@ -252,9 +274,14 @@ def _run_latency(entries: list[tuple], items, fmt, max_new_tokens: int, results:
     done: dict[str, list] = {label: [] for label in runs}
     wall_s = dict.fromkeys(runs, 0.0)
     refused = 0
+    previous_app = None
     bar = progress(f"c=1, {len(entries)} rows interleaved", len(items) * len(entries))
-    for item in items:
-        for label, (run, _, client, app) in runs.items():
+    for k, item in enumerate(items):
+        for label in turn_order(list(runs), k):
+            run, _, client, app = runs[label]
+            if previous_app not in (None, app):
+                _settle(SETTLE_S)
+            previous_app = app
             refused += not _reset_prefix_caches(app)
             started = time.perf_counter()
             done[label].append(run_one(client, item, run, run.params, fmt, max_new_tokens, True))

@@ -229,6 +229,8 @@ def test_a_run_matches_resumes_and_tabulates(tmp_path, fake_serve):
 
 
 def test_latency_passes_of_a_deployment_are_interleaved_on_empty_caches(tmp_path, fake_serve):
+    from relay_ray.quality.matrix_run import turn_order
+
     entries = [Entry(label="large-only", policy="large-only"), Entry(label="small-only", policy="small-only"),
                Entry(label="rstitch", policy="rstitch", params={"tau": 0.12}, tau=0.12),
                Entry(label="caller alone", policy="small-only", deployment=CALLER)]
@@ -239,7 +241,8 @@ def test_latency_passes_of_a_deployment_are_interleaved_on_empty_caches(tmp_path
     # every full pass of the deployment first, then its latency passes item by item
     assert sorted(ids[k].split("/")[0] for k in full) == sorted(["large-only", "small-only", "rstitch"] * N)
     assert [ids[k] for k in latency] == [f"{label}/q{i}" for i in range(5)
-                                         for label in ("large-only", "small-only", "rstitch")]
+                                         for label in turn_order(["large-only", "small-only", "rstitch"], i)]
+    assert [ids[k].split("/")[0] for k in latency[:3]] == ["large-only", "small-only", "rstitch"]
     caller = [k for k, i in enumerate(ids) if i.startswith("caller_alone/")]
     assert min(caller) > max(latency) and len(caller) == N + 5
     # a reset right before every latency request, and only then
@@ -247,7 +250,12 @@ def test_latency_passes_of_a_deployment_are_interleaved_on_empty_caches(tmp_path
     assert [r.id for r in results.entries["rstitch"].latency.results] == [f"q{i}" for i in range(5)]
 
 
-def test_co_deployed_arms_run_their_latency_passes_interleaved_after_every_full_pass(tmp_path, fake_serve):
+def test_co_deployed_arms_run_their_latency_passes_interleaved_after_every_full_pass(tmp_path, fake_serve,
+                                                                                      monkeypatch):
+    from relay_ray.quality import matrix_run
+
+    settles = []
+    monkeypatch.setattr(matrix_run, "_settle", lambda s: settles.append((len(FakeRelay.requests), s)))
     entries = [Entry(label="large-only", policy="large-only"), Entry(label="small-only", policy="small-only"),
                Entry(label="rstitch", policy="rstitch", params={"tau": 0.12}, tau=0.12),
                Entry(label="rstitch, arm", policy="rstitch", params={"tau": 0.12}, tau=0.12, deployment=ABLATION,
@@ -259,11 +267,16 @@ def test_co_deployed_arms_run_their_latency_passes_interleaved_after_every_full_
     measured = [k for k, i in enumerate(ids) if "/" in i]
     full, latency = measured[:3 * N], measured[3 * N:]
     assert {ids[k].split("/")[0] for k in full} == {"large-only", "small-only", "rstitch"}
-    # after the last full pass, every row item by item, each on its own application's engines
+    # after the last full pass, every row item by item, each on its own application's engines;
+    # rows take turns at every position (rotated, reversed in the second round)
+    rows = [("large-only", "relay0"), ("small-only", "relay0"), ("rstitch", "relay0"), ("rstitch__arm", "relay1")]
+    turns = [rows, rows[1:] + rows[:1], rows[2:] + rows[:2], rows[3:] + rows[:3], rows[::-1]]
     assert [(ids[k], FakeRelay.apps[k]) for k in latency] == [
-        (f"{label}/q{i}", app) for i in range(5) for label, app in
-        (("large-only", "relay0"), ("small-only", "relay0"), ("rstitch", "relay0"), ("rstitch__arm", "relay1"))]
+        (f"{label}/q{i}", app) for i in range(5) for label, app in turns[i]]
     assert FakeRelay.resets == [(k, FakeRelay.apps[k]) for k in latency]
+    # a request on another application than the one before waits for that one's engines to go quiet
+    switches = [k for k, prev in zip(latency[1:], latency) if FakeRelay.apps[k] != FakeRelay.apps[prev]]
+    assert settles == [(k, matrix_run.SETTLE_S) for k in switches] and len(switches) == 10
     assert [r.id for r in results.entries["rstitch, arm"].latency.results] == [f"q{i}" for i in range(5)]
 
 
