@@ -88,7 +88,8 @@ class TierConfig(_Strict):
     engine_poll_sleep_us: int = Field(
         0, ge=0, le=10_000, description="CPU: while vLLM's engine core and worker process wait for each other, "
         "sleep this many microseconds between polls instead of busy-looping (0: vLLM's busy loop, which keeps a "
-        "core spinning for a second after every step; e.g. 30 where tiers share a few cores)")
+        "core spinning for a second after every step; 30 frees that CPU, but measured no faster at c=1 and 0.88x at c=16 "
+        "on 2 cores: docs/benchmarks.md, 'Item 3: rows in turn')")
     engine_poll_spin_us: int = Field(
         0, ge=0, le=1_000_000, description="CPU, with engine_poll_sleep_us: keep vLLM's busy loop this many "
         "microseconds after each message before sleeping between polls, so that steps which follow each other "
