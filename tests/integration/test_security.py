@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import queue
 import re
 import subprocess
 import sys
+import threading
 import time
 
 import grpc
@@ -153,15 +155,39 @@ def _self_signed(tmp_path) -> tuple[bytes, bytes]:
     return cert_pem, key_pem
 
 
+def _announced_port(gateway: subprocess.Popen, err_path, timeout_s: float = 60.0) -> int:
+    """The port from the gateway's "TLS gateway on host:port -> upstream" line. Other lines
+    (gRPC's absl start-up warnings, on stderr, are kept apart) are skipped; bounded in time."""
+    found: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        for line in gateway.stdout:
+            match = re.search(r":(\d+) ->", line)
+            if match:
+                found.put(int(match.group(1)))
+                return
+        found.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        port = found.get(timeout=timeout_s)
+    except queue.Empty:
+        port = None
+    if port is None:
+        pytest.fail(f"the gateway announced no port within {timeout_s:.0f} s (exit code {gateway.poll()}); "
+                    f"stderr: {err_path.read_text()[-2000:]}")
+    return port
+
+
 def test_tls_gateway_serves_tls_clients_and_refuses_plaintext(relay_server, tmp_path):
     cert_pem, _ = _self_signed(tmp_path)
+    gateway_err = (tmp_path / "gateway.err").open("w")
     gateway = subprocess.Popen(
         [sys.executable, "-m", "relay_ray.cli", "gateway", "--listen", "localhost:0", "--upstream",
          relay_server.address, "--tls-cert", str(tmp_path / "cert.pem"), "--tls-key", str(tmp_path / "key.pem")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE, stderr=gateway_err, text=True)
     try:
-        line = gateway.stdout.readline()
-        port = int(re.search(r":(\d+) ->", line).group(1))
+        port = _announced_port(gateway, tmp_path / "gateway.err")
         address = f"localhost:{port}"
         with RelayClient(address, APP, timeout_s=60, token=EDGE_TOKEN, tls_ca=cert_pem) as client:
             response = client.generate(MSG)
@@ -180,3 +206,4 @@ def test_tls_gateway_serves_tls_clients_and_refuses_plaintext(relay_server, tmp_
     finally:
         gateway.terminate()
         gateway.wait(timeout=30)
+        gateway_err.close()
