@@ -64,7 +64,7 @@ serve: setup
 # test: a selection (CI narrowing the suite) may legitimately be empty, the whole suite may not.
 TESTS ?=
 test: setup
-	$(PY) -m pytest $(or $(TESTS),tests) -q --durations=20; rc=$$?; \
+	$(PY) -m pytest $(or $(TESTS),tests) -q --durations=40; rc=$$?; \
 	if [ $$rc -eq 5 ] && [ -n "$(TESTS)" ]; then echo "the TESTS selection collected no test"; exit 0; fi; \
 	exit $$rc
 
