@@ -42,18 +42,27 @@ def run_engine_core_bound_to_parent(*args, **kwargs):
     from vllm.v1.engine.core import EngineCoreProc
 
     watch_parent(os.getppid())
-    niceness = int(os.environ.get(NICENESS_ENV, "0") or 0)
+    niceness = _env_int(NICENESS_ENV)
     if niceness > 0:  # engines yield the CPU to the control plane (proxy, controllers)
         os.nice(niceness)
     if sleep_between_polls():
         _start_workers_sleeping()
-    run = EngineCoreProc.run_engine_core  # in the child: vLLM's own (the patch lives in the parent)
-    if getattr(run, "__relay_bound__", False):  # forked rather than spawned: the patch came along
-        run = _ORIGINAL
-    return run(*args, **kwargs)
+    return _vllm_own(EngineCoreProc.run_engine_core, _ORIGINAL)(*args, **kwargs)
 
 
 run_engine_core_bound_to_parent.__relay_bound__ = True
+
+
+def _env_int(name: str) -> int:
+    """An integer the replica set for its engine processes (vllm_tier.apply_cpu_env); 0 if unset."""
+    return int(os.environ.get(name, "0") or 0)
+
+
+def _vllm_own(current, original):
+    """The vLLM entry point to run in a child process: in a spawned child the class attribute is
+    vLLM's own (the patch lives in the parent); a forked child inherited the patch, so the
+    original saved before patching is the one."""
+    return original if getattr(current, "__relay_bound__", False) else current
 
 
 def watch_parent(parent_pid: int, poll_s: float = PARENT_POLL_S) -> threading.Thread:
@@ -87,13 +96,13 @@ def sleep_between_polls() -> bool:
     tier) hand over at once, and a tier whose segment has ended gives its core back.
     docs/benchmarks.md, "Item 3: where the CPU goes between the tiers".
     """
-    sleep_us = int(os.environ.get(POLL_SLEEP_ENV, "0") or 0)
+    sleep_us = _env_int(POLL_SLEEP_ENV)
     if sleep_us <= 0:
         return False
     from vllm.distributed.device_communicators.shm_broadcast import SpinCondition
 
     pause_s = sleep_us / 1e6
-    spin_s = int(os.environ.get(POLL_SPIN_ENV, "0") or 0) / 1e6
+    spin_s = _env_int(POLL_SPIN_ENV) / 1e6
     vllm_wait = getattr(SpinCondition.wait, "__relay_vllm_wait__", SpinCondition.wait)
 
     def wait(self, timeout_ms: int | None = None) -> None:
@@ -129,10 +138,7 @@ def run_worker_sleeping_between_polls(*args, **kwargs):
     from vllm.v1.executor.multiproc_executor import WorkerProc
 
     sleep_between_polls()
-    run = WorkerProc.worker_main  # spawned: vLLM's own (the patch lives in the engine core)
-    if getattr(run, "__relay_bound__", False):  # forked: the patch came along
-        run = _ORIGINAL_WORKER
-    return run(*args, **kwargs)
+    return _vllm_own(WorkerProc.worker_main, _ORIGINAL_WORKER)(*args, **kwargs)
 
 
 run_worker_sleeping_between_polls.__relay_bound__ = True

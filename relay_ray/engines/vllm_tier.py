@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import time
 import uuid
@@ -20,8 +19,9 @@ from relay_ray.config import TierConfig
 from relay_ray.engines.detok import IncrementalDecoder
 from relay_ray.engines.lifecycle import NICENESS_ENV, POLL_SLEEP_ENV, POLL_SPIN_ENV, bind_to_replica
 from relay_ray.engines.prompts import guard_control_tokens, model_display_name, tokenizer_fingerprint
+from relay_ray.engines import engine_io
 from relay_ray.engines import session as kv
-from relay_ray.engines.segment_run import SegmentRun, TokenOutput
+from relay_ray.engines.segment_run import SegmentRun
 from relay_ray.errors import FailureCause, RelayInputError, TierUnavailableError
 from relay_ray.types import (
     THINK_CLOSE_TEXT,
@@ -211,46 +211,9 @@ class VllmTierEngine:
             self._controls = tuple(sorted({*self.tokenizer.all_special_tokens, *added}, key=len, reverse=True))
         return self._controls
 
-    def _in_engine(self, job: SegmentJob) -> bool:
-        """Whether ``job``'s entropy rule runs in the engine's sampler (engines/entropy_stop.py):
-        a rule that drops the token it fires on, for a job that asks for no per-token signals."""
-        rule = job.stop.entropy
-        return (self._sentinel is not None and rule is not None and rule.above and rule.commit is Commit.EXCLUSIVE
-                and not job.signals.any and not job.prefill_only)
-
     def _sampling_params(self, job: SegmentJob, max_tokens: int, prior_tokens: int | None = None):
-        """Engine parameters for ``job``; ``prior_tokens`` (the tokens the segment has before this
-        engine request) lets its entropy rule run in the engine when :meth:`_in_engine`."""
-        from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind
-
-        from relay_ray.engines.entropy_stop import stop_args
-
-        s = job.sampling
-        extra, stop_ids = None, None
-        if prior_tokens is not None and self._in_engine(job):
-            info = self._info
-            extra = stop_args(job.stop.entropy.threshold, max(0, job.stop.min_new_tokens - 1 - prior_tokens),
-                              self._sentinel, self.config.max_logprobs, info.vocab_size,
-                              () if s.ignore_eos else info.eos_token_ids, s.temperature == 0)
-            stop_ids, logprobs = [self._sentinel], None
-        else:
-            needs_topk = job.stop.entropy is not None or job.signals.entropy or job.signals.margin
-            logprobs = self.config.max_logprobs if needs_topk else (0 if job.signals.logprob else None)
-        return SamplingParams(
-            max_tokens=max_tokens,
-            temperature=s.temperature,
-            top_p=s.top_p,
-            top_k=s.top_k if s.top_k > 0 else 0,
-            seed=s.seed,
-            ignore_eos=s.ignore_eos,
-            logprobs=logprobs,
-            output_kind=RequestOutputKind.DELTA,
-            detokenize=False,  # the tier decodes what it keeps (engines/detok.py)
-            stream_interval=1,
-            stop_token_ids=stop_ids,
-            extra_args=extra,
-        )
+        return engine_io.sampling_params(job, max_tokens, self.config.max_logprobs, self._sentinel, self._info,
+                                         prior_tokens)
 
     def _segment_run(self, job: SegmentJob) -> SegmentRun:
         prefix = self.tokenizer.encode(job.prefix_text) if job.prefix_text is not None else job.prefix_token_ids
@@ -336,7 +299,7 @@ class VllmTierEngine:
         try:
             async for out in stream:
                 if timing is None:
-                    timing = self._ttft_split(out, (time.perf_counter() - t_submit) * 1000.0, submitted_at,
+                    timing = engine_io.ttft_split(out, (time.perf_counter() - t_submit) * 1000.0, submitted_at,
                                               time.monotonic())
                 num_cached = max(num_cached, out.num_cached_tokens or 0)
                 if self._push_outputs(run, out, at_cap=capped, sentinel=sentinel):
@@ -349,46 +312,8 @@ class VllmTierEngine:
         yield timing or SegmentTiming(), num_cached
 
     def _push_outputs(self, run: SegmentRun, out, at_cap: bool = False, sentinel: int | None = None) -> bool:
-        """Feed one engine step's new tokens to ``run``; True when the segment is over. With
-        ``at_cap``, the engine ending the request at its token limit does not end ``run``.
-        ``sentinel``: the token the engine writes where the job's entropy rule fired in it."""
-        c = out.outputs[0]
-        k = self.config.max_logprobs
         vocab_size = self._info.vocab_size if self._info else 2
-        for i, token_id in enumerate(c.token_ids):
-            token = TokenOutput(token_id)
-            if token_id == sentinel:
-                token = TokenOutput(token_id, entropy=math.inf)  # fired: the rule drops this position
-            elif c.logprobs:
-                step = c.logprobs[i]
-                top = [lp.logprob for lp in step.values() if lp.rank is not None and lp.rank <= k]
-                logprob = step[token_id].logprob if token_id in step else None
-                token = TokenOutput.from_top_logprobs(token_id, logprob, top, vocab_size, run.wants_entropy,
-                                                      run.job.signals.margin)
-            if run.push(token):
-                return True
-        if out.finished:
-            if at_cap and c.finish_reason == "length":
-                return False  # the first chunk's limit, not the segment's: the caller continues
-            run.engine_finished(eos=c.finish_reason == "stop")
-            return True
-        return False
-
-    @staticmethod
-    def _ttft_split(out, ttft_ms: float, submitted_at: float, received_at: float) -> SegmentTiming:
-        """Split time-to-first-token using the engine core's timestamps (``time.monotonic``,
-        one clock for every process of the machine): into the engine, its queue, its step,
-        and back to the tier (types.SegmentTiming)."""
-        m = getattr(out, "metrics", None)
-        queued, scheduled, first = (getattr(m, a, 0.0) for a in ("queued_ts", "scheduled_ts", "first_token_ts"))
-        if m is None or not (queued and scheduled and first) or not queued <= scheduled <= first:
-            return SegmentTiming(prefill_ms=ttft_ms)
-        queue_ms = (scheduled - queued) * 1000.0
-        timing = SegmentTiming(queue_ms=queue_ms, prefill_ms=max(0.0, ttft_ms - queue_ms))
-        if not (submitted_at <= queued and first <= received_at):  # not stamped on this process's clock
-            return timing
-        return replace(timing, engine_in_ms=(queued - submitted_at) * 1000.0,
-                       engine_step_ms=(first - scheduled) * 1000.0, engine_out_ms=(received_at - first) * 1000.0)
+        return engine_io.push_outputs(run, out, self.config.max_logprobs, vocab_size, at_cap, sentinel)
 
     async def check_health(self) -> None:
         """Raises if the engine is dead."""
