@@ -10,7 +10,8 @@ the rejection latencies and the probe's pace. ``RELAY_FUZZ_STRICT=1`` is the mea
 docs/security.md, "Fuzzing": the client runs at ``SCHED_IDLE`` (it takes no CPU the server
 wants, as a remote client would not), the baseline is 10 s, and it asserts issue 12's figures:
 at most 1% of rejections over 200 ms and the probe's inter-delta p99 within 3x of its pace
-before the fuzzing. ``RELAY_FUZZ_EXAMPLES`` sets the count (2,000 by default).
+before the fuzzing. ``RELAY_FUZZ_EXAMPLES`` sets the count: 1,000 by default, which keeps the
+suite within its time budget; docs/security.md's measured runs name theirs (2,000 or 10,000).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from tests.integration.conftest import EDGE_TOKEN, ROOT
 
 pytestmark = pytest.mark.integration
 APP = "edge"
-EXAMPLES = int(os.environ.get("RELAY_FUZZ_EXAMPLES", "2000"))
+EXAMPLES = int(os.environ.get("RELAY_FUZZ_EXAMPLES", "1000"))
 STRICT = os.environ.get("RELAY_FUZZ_STRICT", "") == "1"
 BASELINE_S = 10.0 if STRICT else 4.0
 RAY_WORKER_NICENESS = 15
