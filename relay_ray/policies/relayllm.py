@@ -1,10 +1,13 @@
 """RelayLLM: the small model drives and asks for help with ``<call>n</call>``.
 
 The small model stops right after ``</call>``; the command is parsed
-(``<call>\\s*(\\d+)\\s*</call>``) and removed from the output (the tokens overlapping it
-are dropped), then the large model writes ``n`` tokens and control returns to the small
-model. ``n = 0`` or a malformed command hands nothing over; ``min_call_tokens`` raises a
-smaller ``n`` (the large model writes past the span the caller asked for). After
+(``<call>\\s*(\\d+)\\s*</call>``) and the segment's text is cut at its *first* ``<call>``
+(the tokens overlapping it and everything after are dropped: an unfinished command earlier in
+the segment goes with the well-formed one, as in RelayLLM's RL rollout, where the large model
+continues from the text before the first call tag); then the large model writes ``n`` tokens
+and control returns to the small model. ``n = 0`` or a malformed command (no well-formed one
+ends the segment) hands nothing over and the latter stays in the text; ``min_call_tokens``
+raises a smaller ``n`` (the large model writes past the span the caller asked for). After
 ``max_calls`` commands the small model is no longer stopped at ``</call>`` (bounding call
 loops).
 """
@@ -63,7 +66,10 @@ class RelayLLMPolicy(Policy):
         match = CALL_RE.search(result.text)
         if match is None:  # malformed: leave the text, count it so a loop stays bounded
             return Transition(Tier.SMALL, memo={"num_calls": num_calls})
-        num_kept = sum(1 for end in result.text_offsets if end <= match.start())
+        # The first <call>, not the matched one: a caller that opened a command, wrote text
+        # instead of a number, then a well-formed command, asked for help at the first one.
+        call_at = result.text.find(CALL_OPEN)
+        num_kept = sum(1 for end in result.text_offsets if end <= call_at)
         n = int(match.group(1))
         if n > 0:  # a floor gives the large model room past the caller's span; n = 0 asks nothing
             n = min(max(n, self.params.min_call_tokens), self.params.max_call_tokens)

@@ -161,6 +161,19 @@ def test_relayllm_removes_the_command_and_the_large_model_writes_n_tokens():
     assert result.stats.tokens_by_tier[Tier.LARGE] == 5
 
 
+def test_relayllm_cuts_at_the_first_command_opened_in_the_segment():
+    # The caller opens a command, writes text instead of a number, then a well-formed command
+    # before the stop: the large model continues from the text before the *first* <call>.
+    small_doc = ids("a", " b", "<call>", "x", " c", "<call>", "5", "</call>", "y", "y", "z") + [EOS]
+    large_doc = ids("0", "0", " c", " d", "a", " b", " c", " d", "a", " b", " c", " d", "a") + [EOS]
+    controller, _, _ = pair(large_doc, small_doc)
+    result, _ = run(controller, "relayllm", {})
+    segs = result.segments
+    assert (segs[0].tier, segs[0].text, segs[0].num_dropped_tokens) == (Tier.SMALL, "a b", 6)
+    assert (segs[1].tier, segs[1].num_tokens, segs[1].text) == (Tier.LARGE, 5, " c da b c")
+    assert "<call>" not in result.text and "x" not in result.text
+
+
 @pytest.mark.parametrize("params,num_large", [({"min_call_tokens": 8}, 8), ({"min_call_tokens": 3}, 5),
                                                ({"min_call_tokens": 8, "max_call_tokens": 8}, 8),
                                                ({"max_call_tokens": 2}, 2)])
