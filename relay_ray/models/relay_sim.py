@@ -86,3 +86,48 @@ def relayllm_accuracy(caller, large, tokenizer, problems) -> dict:
     n = max(len(problems), 1)
     return {"problems": len(problems), "accuracy": right / n, "large_share": large_tokens / max(total, 1),
             "calls_per_problem": calls / n}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the torch reference's answers item by item (JSONL: id, correct, text, tokens per
+    tier, calls), to compare with a served ``relay-ray eval --keep-text`` run item by item."""
+    import argparse
+    import json
+
+    import torch
+    from tqdm import tqdm
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from relay_ray.quality.dataset import load_dataset
+
+    parser = argparse.ArgumentParser(prog="python -m relay_ray.models.relay_sim", description=main.__doc__)
+    parser.add_argument("--data", required=True, help="JSONL dataset ({id, prompt, answer} per line)")
+    parser.add_argument("--out", required=True, help="JSONL file for the per-item answers")
+    parser.add_argument("--caller", default="demo-models/arith-caller")
+    parser.add_argument("--large", default="demo-models/arith-large")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N items")
+    parser.add_argument("--max-new-tokens", type=int, default=512)
+    parser.add_argument("--max-calls", type=int, default=32)
+    args = parser.parse_args(argv)
+    items, errors = load_dataset(args.data, args.limit)
+    if errors:
+        parser.error(f"{args.data}: {len(errors)} bad line(s), first: {errors[0]}")
+    torch.set_num_threads(1)
+    tokenizer = AutoTokenizer.from_pretrained(args.caller)
+    caller = AutoModelForCausalLM.from_pretrained(args.caller, dtype=torch.float32).eval()
+    large = AutoModelForCausalLM.from_pretrained(args.large, dtype=torch.float32).eval()
+    right = 0
+    with open(args.out, "w") as out:
+        for item in tqdm(items, desc="torch relayllm"):
+            text, num_large, num_small, calls = relayllm_generate(caller, large, tokenizer, item.prompt,
+                                                                  args.max_new_tokens, args.max_calls)
+            correct = extract_answer(text) == str(item.answer)
+            right += correct
+            out.write(json.dumps({"id": item.id, "correct": correct, "text": text, "large_tokens": num_large,
+                                  "small_tokens": num_small, "calls": calls}) + "\n")
+    print(f"accuracy {right / max(len(items), 1):.3f} on {len(items)} items; wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
