@@ -35,6 +35,7 @@ bench-models: $(BENCH_MODELS)
 
 # The cost-scaled trained pair's large model: demo-models/arith-large zero-padded to ~19x
 # arith-small's per-token time (relay_ray/models/pad.py; docs/quality.md). Never committed.
+# On a CPU with bf16 arithmetic (avx512_bf16) it is only ~11x: docs/quality.md, "The first `<call>`".
 models/arith-large-scaled/build-spec.json: $(STAMP) relay_ray/models/pad.py demo-models/arith-large/model.safetensors
 	$(PY) -m relay_ray.models.pad --src demo-models/arith-large --out models/arith-large-scaled
 
