@@ -149,29 +149,22 @@ def test_rstitch_drops_the_uncertain_small_token_and_the_large_model_writes_it()
     assert result.stats.generated_by_tier[Tier.SMALL] == result.stats.tokens_by_tier[Tier.SMALL] + 1
 
 
-def test_relayllm_removes_the_command_and_the_large_model_writes_n_tokens():
-    small_doc = ids("a", " b", "<call>", "5", "</call>", "y", "y", "y", "y", "y", "y", "z", "z") + [EOS]
+# The second case: the caller opens a command, writes text instead of a number, then a
+# well-formed command before the stop: the large model continues from the text before the
+# *first* <call> (the unfinished command and what follows it are dropped too).
+@pytest.mark.parametrize("small_doc,num_dropped", [
+    (ids("a", " b", "<call>", "5", "</call>", "y", "y", "y", "y", "y", "y", "z", "z") + [EOS], 3),
+    (ids("a", " b", "<call>", "x", " c", "<call>", "5", "</call>", "y", "y", "z") + [EOS], 6),
+])
+def test_relayllm_removes_the_command_and_the_large_model_writes_n_tokens(small_doc, num_dropped):
     large_doc = ids("0", "0", " c", " d", "a", " b", " c", " d", "a", " b", " c", " d", "a") + [EOS]
     controller, _, _ = pair(large_doc, small_doc)
     result, _ = run(controller, "relayllm", {})
     segs = result.segments
-    assert (segs[0].tier, segs[0].text, segs[0].num_dropped_tokens) == (Tier.SMALL, "a b", 3)
+    assert (segs[0].tier, segs[0].text, segs[0].num_dropped_tokens) == (Tier.SMALL, "a b", num_dropped)
     assert (segs[1].tier, segs[1].num_tokens, segs[1].text) == (Tier.LARGE, 5, " c da b c")
-    assert segs[2].tier is Tier.SMALL and "<call>" not in result.text
+    assert segs[2].tier is Tier.SMALL and "<call>" not in result.text and "x" not in result.text
     assert result.stats.tokens_by_tier[Tier.LARGE] == 5
-
-
-def test_relayllm_cuts_at_the_first_command_opened_in_the_segment():
-    # The caller opens a command, writes text instead of a number, then a well-formed command
-    # before the stop: the large model continues from the text before the *first* <call>.
-    small_doc = ids("a", " b", "<call>", "x", " c", "<call>", "5", "</call>", "y", "y", "z") + [EOS]
-    large_doc = ids("0", "0", " c", " d", "a", " b", " c", " d", "a", " b", " c", " d", "a") + [EOS]
-    controller, _, _ = pair(large_doc, small_doc)
-    result, _ = run(controller, "relayllm", {})
-    segs = result.segments
-    assert (segs[0].tier, segs[0].text, segs[0].num_dropped_tokens) == (Tier.SMALL, "a b", 6)
-    assert (segs[1].tier, segs[1].num_tokens, segs[1].text) == (Tier.LARGE, 5, " c da b c")
-    assert "<call>" not in result.text and "x" not in result.text
 
 
 @pytest.mark.parametrize("params,num_large", [({"min_call_tokens": 8}, 8), ({"min_call_tokens": 3}, 5),
