@@ -34,10 +34,11 @@ $(BENCH_MODELS) &: $(STAMP) relay_ray/models/build.py relay_ray/models/vocab.py
 bench-models: $(BENCH_MODELS)
 
 # The cost-scaled trained pair's large model: demo-models/arith-large zero-padded to ~19x
-# arith-small's per-token time (relay_ray/models/pad.py; docs/quality.md). Never committed.
-# On a CPU with bf16 arithmetic (avx512_bf16) it is only ~11x: docs/quality.md, "The first `<call>`".
-models/arith-large-scaled/build-spec.json: $(STAMP) relay_ray/models/pad.py demo-models/arith-large/model.safetensors
-	$(PY) -m relay_ray.models.pad --src demo-models/arith-large --out models/arith-large-scaled
+# arith-small's per-token time *on this machine*: pad_size serves candidate widths and times
+# them as `relay-ray bench` does (2-4 minutes; relay_ray/models/pad_size.py; docs/quality.md,
+# "Sizing the pad per machine"). Never committed. Run it alone on the machine.
+models/arith-large-scaled/build-spec.json: $(STAMP) relay_ray/models/pad.py relay_ray/models/pad_size.py demo-models/arith-large/model.safetensors
+	$(PY) -m relay_ray.models.pad_size --src demo-models/arith-large --out models/arith-large-scaled
 
 scaled-models: models/arith-large-scaled/build-spec.json
 

@@ -23,7 +23,8 @@ unchanged) and ``tests/integration/test_scaled_model.py`` (vLLM, as served: gree
 dev prompts identical to the source's).
 
 ``python -m relay_ray.models.pad --src demo-models/arith-large --out models/arith-large-scaled``
-(``make scaled-models``) builds the served size (:data:`SCALED_SPEC`).
+builds :data:`SCALED_SPEC`; ``make scaled-models`` runs :mod:`relay_ray.models.pad_size`, which
+chooses the width for the machine by timing candidates as served.
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ class PadSpec:
     seed: int = 0
 
 
-# The served cost-scaled large model: its per-token decode time is ~19x arith-small's on the
-# 2-core machine of docs/quality.md (measured with `relay-ray bench`, see there).
+# The cost-scaled shape at its first machine's width (~19x arith-small's per-token time on a
+# CPU without bf16 arithmetic; docs/quality.md). `make scaled-models` starts here and re-sizes
+# the width for the machine it runs on (pad_size.py); tests that only need the function use it.
 SCALED_SPEC = PadSpec(hidden_size=1024, intermediate_size=3072, extra_layers=9)
 
 
