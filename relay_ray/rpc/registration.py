@@ -3,6 +3,7 @@
 Like the generated ``add_RelayServiceServicer_to_server``, except that a request whose bytes
 are not a ``GenerateRequest`` still reaches the handler (as :data:`UNDECODABLE`), which answers
 INVALID_ARGUMENT. The generated deserializer raises inside the server, which reports UNKNOWN.
+On Serve's proxy it also puts the admission gate in front (``admission_gate.py``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import grpc
 from google.protobuf.message import DecodeError
 
+from relay_ray.rpc.admission_gate import gate_serve_proxy
 from relay_ray.v1 import relay_pb2 as rpb
 
 SERVICE = "relay_ray.v1.RelayService"
@@ -25,6 +27,7 @@ def _tolerant_request(data: bytes) -> rpb.GenerateRequest:
 
 
 def add_RelayServiceServicer_to_server(servicer, server) -> None:  # noqa: N802 (gRPC's naming)
+    gate_serve_proxy(server, SERVICE)  # on Serve's proxy only: refuse over-limit calls before routing
     handlers = {
         "Generate": grpc.unary_unary_rpc_method_handler(
             servicer.Generate, request_deserializer=_tolerant_request,

@@ -23,6 +23,7 @@ from relay_ray.transport.grpc_client import GrpcTierClient
 from relay_ray.transport.handle_client import HandleTierClient
 from relay_ray.engines.vllm_tier import VllmTierEngine
 from relay_ray.rpc import relay_service
+from relay_ray.rpc.admission_gate import Announcer
 from relay_ray.rpc.auth import TierSecret, TokenAuthenticator
 from relay_ray.rpc.openai_http import OpenAIEdge
 from relay_ray.telemetry.metrics import RayMetrics
@@ -176,6 +177,14 @@ class RelayIngress:
                                           resume_codec=ResumeCodec(app_secret.encode()))
         self.default_policy = cfg.default_policy
         self.openai = OpenAIEdge(self.controller, cfg.default_policy, self.authenticator)
+        replica = serve.get_replica_context()  # the proxies' admission gates read this share
+        self.announcer = Announcer(replica.app_name, replica.replica_id.unique_id, cfg.max_ongoing_requests,
+                                   cfg.max_queued_requests)
+
+    def __del__(self) -> None:
+        announcer = getattr(self, "announcer", None)
+        if announcer is not None:
+            announcer.stop()
 
     def record_autoscaling_stats(self) -> dict[str, float]:
         """Switch-rate telemetry: tokens demanded per tier and switches, per second."""
