@@ -178,7 +178,7 @@ def gate_serve_proxy(server, service: str) -> bool:
     """Put a :class:`ProxyGate` in front of ``service``'s unary calls on Serve's proxy server;
     False (and nothing changed) on any other server or when turned off."""
     factory = getattr(server, "service_handler_factory", None)
-    if factory is None or getattr(factory, "relay_gate", None) is not None or os.environ.get(GATE_ENV, "0") == "0":
+    if factory is None or getattr(factory, "relay_gate", None) is not None or os.environ.get(GATE_ENV, "1") == "0":
         return False
     from ray.serve._private.proxy_request_response import gRPCStreamingType
 

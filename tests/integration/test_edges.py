@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from relay_ray.client import build_request
+from relay_ray.rpc.admission_gate import REFUSAL
 from relay_ray.types import Sampling
 from relay_ray.v1 import relay_pb2_grpc as rpb_grpc
 from tests.integration.conftest import EDGE_ONGOING, EDGE_QUEUED, EDGE_TOKEN
@@ -26,16 +27,16 @@ LIMIT = EDGE_ONGOING + EDGE_QUEUED
 METADATA = (("application", APP), ("authorization", f"Bearer {EDGE_TOKEN}"))
 
 
-async def _flood(address: str, num_clients: int, duration_s: float) -> list[tuple[str, float]]:
+async def _flood(address: str, num_clients: int, duration_s: float) -> list[tuple[str, float, str]]:
     """``num_clients`` clients sending unary requests for ``duration_s`` (starts spread over the
     first half second; after RESOURCE_EXHAUSTED a client waits 0.5 s, as clients should);
-    (status, seconds) of every call."""
+    (status, seconds, details) of every call."""
     async with grpc.aio.insecure_channel(address) as channel:
         stub = rpb_grpc.RelayServiceStub(channel)
         msg = build_request("So we add 3 and 4, then we add the result to itself.", "small-only",
                             max_new_tokens=200)
         end = time.monotonic() + duration_s
-        outcomes: list[tuple[str, float]] = []
+        outcomes: list[tuple[str, float, str]] = []
 
         async def client(k: int) -> None:
             await asyncio.sleep(0.5 * k / num_clients)
@@ -43,9 +44,9 @@ async def _flood(address: str, num_clients: int, duration_s: float) -> list[tupl
                 started = time.perf_counter()
                 try:
                     await stub.Generate(msg, metadata=METADATA, timeout=120)
-                    outcomes.append(("OK", time.perf_counter() - started))
+                    outcomes.append(("OK", time.perf_counter() - started, ""))
                 except grpc.aio.AioRpcError as exc:
-                    outcomes.append((exc.code().name, time.perf_counter() - started))
+                    outcomes.append((exc.code().name, time.perf_counter() - started, exc.details() or ""))
                     await asyncio.sleep(0.5)
         await asyncio.gather(*(client(k) for k in range(num_clients)))
         return outcomes
@@ -56,10 +57,13 @@ def test_ten_times_the_admission_limit_is_refused_fast(relay_server):
     asyncio.run(_flood(relay_server.address, 2, 1.0))  # warm
     rss_before = rss_mib(controller)
     outcomes = asyncio.run(_flood(relay_server.address, 10 * LIMIT, 15.0))
-    codes = {code for code, _ in outcomes}
+    codes = {code for code, _, _ in outcomes}
     assert codes <= {"OK", "RESOURCE_EXHAUSTED"}, codes
-    rejected = sorted(t for code, t in outcomes if code == "RESOURCE_EXHAUSTED")
-    served = [t for code, t in outcomes if code == "OK"]
+    rejected = sorted(t for code, t, _ in outcomes if code == "RESOURCE_EXHAUSTED")
+    served = [t for code, t, _ in outcomes if code == "OK"]
+    # the proxy's admission gate refuses most calls before Serve routes them (rpc/admission_gate.py);
+    # Serve's own backpressure the rest (a call leaves the gate a moment before its replica slot frees)
+    by_gate = sum(details == REFUSAL for code, _, details in outcomes if code == "RESOURCE_EXHAUSTED")
     assert len(served) >= LIMIT and len(rejected) >= 10 * LIMIT
     # Refused at once, not after a wait in a queue: a queued call waits for a running one to
     # finish, so the bound is the served calls' own latency in this run (machines here differ 3x
@@ -67,10 +71,12 @@ def test_ten_times_the_admission_limit_is_refused_fast(relay_server):
     # recorded in docs/reliability.md.
     served_p50 = statistics.median(served)
     rejected_p95 = statistics.quantiles(rejected, n=20)[-1]
-    print(f"\nrejected: {len(rejected)}, p95 {rejected_p95 * 1000:.0f} ms, max {rejected[-1] * 1000:.0f} ms; "
+    print(f"\nrejected: {len(rejected)} ({by_gate} by the proxy's gate), p95 {rejected_p95 * 1000:.0f} ms, "
+          f"max {rejected[-1] * 1000:.0f} ms; "
           f"served: {len(served)}, p50 {served_p50 * 1000:.0f} ms")
     assert rejected_p95 < served_p50 / 5 and rejected[-1] < served_p50, (rejected[-5:], served_p50)
     assert rss_mib(controller) - rss_before < 50
+    assert by_gate >= 0.5 * len(rejected), (by_gate, len(rejected))
 
 
 def test_a_stopped_engine_gives_deadline_exceeded_in_time(relay_server):
