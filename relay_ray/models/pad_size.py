@@ -122,21 +122,15 @@ def served_timer(config_file: str, num_tokens: int, num_requests: int):
         stop_local()
 
 
-def _cpu_name() -> str:
+def _cpu() -> tuple[str, bool]:
+    """(the CPU's model name, whether it has bf16 arithmetic: ``avx512_bf16``)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        info = Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _has_bf16() -> bool:
-    try:
-        return "avx512_bf16" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+        return platform.processor() or "unknown", False
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                platform.processor() or "unknown")
+    return name, "avx512_bf16" in info
 
 
 def calibrate(src: Path, config_file: str, out: Path, target: float, tolerance: float, max_rounds: int,
@@ -174,8 +168,9 @@ def calibrate(src: Path, config_file: str, out: Path, target: float, tolerance: 
     (scratch / str(best["hidden_size"])).rename(out)
     shutil.rmtree(scratch, ignore_errors=True)
     spec = json.loads((out / SPEC_FILE).read_text())
+    cpu, bf16 = _cpu()
     spec["calibration"] = {"target_ratio": target, "tolerance": tolerance, "num_tokens": num_tokens,
-                           "num_requests": num_requests, "config": config_file, "small_model": small, "cpu": _cpu_name(), "avx512_bf16": _has_bf16(),
+                           "num_requests": num_requests, "config": config_file, "small_model": small, "cpu": cpu, "avx512_bf16": bf16,
                            "chosen_hidden_size": best["hidden_size"], "rounds": rounds}
     (out / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
     return spec

@@ -41,6 +41,10 @@ GATE_ENV = "RELAY_PROXY_ADMISSION_GATE"
 REFUSAL = "the service is at its admission limit; retry with backoff"
 
 
+def _key(app: str, replica_id: str) -> bytes:
+    return f"{KV_PREFIX}{app}/{replica_id}".encode()
+
+
 @dataclass(frozen=True)
 class Announcement:
     """One controller replica's share of its application's admission limit."""
@@ -51,7 +55,7 @@ class Announcement:
     at_s: float
 
     def key(self, replica_id: str) -> bytes:
-        return f"{KV_PREFIX}{self.app}/{replica_id}".encode()
+        return _key(self.app, replica_id)
 
     def value(self) -> bytes:
         return json.dumps({"app": self.app, "ongoing": self.max_ongoing_requests,
@@ -212,7 +216,7 @@ def announce(app: str, replica_id: str, max_ongoing_requests: int, max_queued_re
 def withdraw(app: str, replica_id: str) -> None:
     from ray.experimental import internal_kv
 
-    internal_kv._internal_kv_del(f"{KV_PREFIX}{app}/{replica_id}".encode(), namespace=KV_NAMESPACE)
+    internal_kv._internal_kv_del(_key(app, replica_id), namespace=KV_NAMESPACE)
 
 
 class Announcer:
