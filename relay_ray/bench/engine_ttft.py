@@ -10,9 +10,12 @@ tier's engine in this process exactly as a replica does (same config, core bindi
     python -m relay_ray.bench.engine_ttft --config cluster/serve-scaled.yaml --tier large
 
 Each measurement first runs the base prompt (filling the cache with its whole blocks), then the
-base prompt plus ``uncached - 1`` new tokens, so the engine computes exactly ``uncached``
-tokens (the last prompt token is always recomputed). Combinations run in a shuffled order so a
-drift of the machine's speed spreads over all of them.
+base prompt plus ``uncached`` new tokens, so the engine computes exactly ``uncached`` tokens; the
+table also reports what the engine itself counted (prompt length minus its ``num_cached_tokens``).
+(A prompt that ends exactly on a block boundary is a trap: vLLM caps a cache hit at the prompt
+length minus one, so it recomputes the whole last block. An earlier version of this tool asked
+for ``uncached - 1`` new tokens, so its "1 uncached token" rows computed 32.) Combinations run in
+a shuffled order so a drift of the machine's speed spreads over all of them.
 """
 
 from __future__ import annotations
@@ -45,9 +48,9 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _run(engine, ids: list[int], max_tokens: int, request_id: str,
                logprobs: int | None = None, flat_logprobs: bool = False,
-               extra_args: dict | None = None) -> tuple[float, list[float]]:
-    """(TTFT ms, gaps between later tokens in ms) of one greedy request (``extra_args``: for
-    the engine's logits processors)."""
+               extra_args: dict | None = None) -> tuple[float, list[float], int]:
+    """(TTFT ms, gaps between later tokens in ms, prompt tokens the engine computed) of one
+    greedy request (``extra_args``: for the engine's logits processors)."""
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
     from vllm.sampling_params import RequestOutputKind
@@ -57,9 +60,12 @@ async def _run(engine, ids: list[int], max_tokens: int, request_id: str,
                             extra_args=extra_args)
     t0 = time.perf_counter()
     times = []
-    async for _ in engine.generate(TokensPrompt(prompt_token_ids=ids), params, request_id):
+    num_cached_tokens = 0
+    async for out in engine.generate(TokensPrompt(prompt_token_ids=ids), params, request_id):
         times.append(time.perf_counter())
-    return (times[0] - t0) * 1000.0, [(b - a) * 1000.0 for a, b in zip(times, times[1:])]
+        num_cached_tokens = out.num_cached_tokens or num_cached_tokens
+    computed = len(ids) - num_cached_tokens
+    return (times[0] - t0) * 1000.0, [(b - a) * 1000.0 for a, b in zip(times, times[1:])], computed
 
 
 async def measure(args: argparse.Namespace) -> str:
@@ -87,11 +93,13 @@ async def measure(args: argparse.Namespace) -> str:
         combos = [(c, u) for c in args.contexts for u in args.uncached] * args.repeats
         rng.shuffle(combos)
         ttfts: dict[tuple[int, int], list[float]] = {}
+        computed: dict[tuple[int, int], list[int]] = {}
         for n, (context, uncached) in enumerate(combos, 1):
             base = tokens(context)
             await _run(tier.engine, base, 1, f"warm-{n}")
-            ttft, _ = await _run(tier.engine, base + tokens(uncached - 1), 2, f"ttft-{n}", args.logprobs)
+            ttft, _, n_computed = await _run(tier.engine, base + tokens(uncached), 2, f"ttft-{n}", args.logprobs)
             ttfts.setdefault((context, uncached), []).append(ttft)
+            computed.setdefault((context, uncached), []).append(n_computed)
             print(f"\r{n}/{len(combos)} measured", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
     finally:
@@ -99,10 +107,10 @@ async def measure(args: argparse.Namespace) -> str:
     rows = []
     for (context, uncached), v in sorted(ttfts.items()):
         p50 = statistics.median(v)
-        rows.append([str(context), str(uncached), f"{p50:.1f}", f"{p50 / step_ms:.2f}", f"{min(v):.1f}", f"{max(v):.1f}"])
+        rows.append([str(context), str(uncached), str(statistics.median(computed[context, uncached])), f"{p50:.1f}", f"{p50 / step_ms:.2f}", f"{min(v):.1f}", f"{max(v):.1f}"])
     head = (f"{args.tier} tier of {args.config}: decode step p50 {step_ms:.1f} ms ({len(gaps)} steps); "
             f"{args.repeats} measurements per row; logprobs {args.logprobs}\n")
-    return head + table(("cached context", "uncached tokens", "TTFT p50 ms", "in decode steps", "min ms", "max ms"),
+    return head + table(("cached context", "uncached tokens", "computed (engine's count)", "TTFT p50 ms", "in decode steps", "min ms", "max ms"),
                         rows)
 
 
