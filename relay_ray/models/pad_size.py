@@ -122,15 +122,18 @@ def served_timer(config_file: str, num_tokens: int, num_requests: int):
         stop_local()
 
 
-def _cpu() -> tuple[str, bool]:
-    """(the CPU's model name, whether it has bf16 arithmetic: ``avx512_bf16``)."""
+def _cpu() -> tuple[str, bool, bool]:
+    """(the CPU's model name, whether it has bf16 vector arithmetic: ``avx512_bf16``, whether it
+    exposes the bf16 matrix unit: ``amx_bf16``). The matrix unit is what makes the padded large
+    model's prefill cheap: without it a handoff's uncached tokens cost about 7 ms each on core
+    (docs/benchmarks.md, "Item 3: on a CPU without a matrix unit")."""
     try:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return platform.processor() or "unknown", False
+        return platform.processor() or "unknown", False, False
     name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
                 platform.processor() or "unknown")
-    return name, "avx512_bf16" in info
+    return name, "avx512_bf16" in info, "amx_bf16" in info
 
 
 def calibrate(src: Path, config_file: str, out: Path, target: float, tolerance: float, max_rounds: int,
@@ -168,9 +171,10 @@ def calibrate(src: Path, config_file: str, out: Path, target: float, tolerance: 
     (scratch / str(best["hidden_size"])).rename(out)
     shutil.rmtree(scratch, ignore_errors=True)
     spec = json.loads((out / SPEC_FILE).read_text())
-    cpu, bf16 = _cpu()
+    cpu, bf16, amx = _cpu()
     spec["calibration"] = {"target_ratio": target, "tolerance": tolerance, "num_tokens": num_tokens,
-                           "num_requests": num_requests, "config": config_file, "small_model": small, "cpu": cpu, "avx512_bf16": bf16,
+                           "num_requests": num_requests, "config": config_file, "small_model": small, "cpu": cpu,
+                           "avx512_bf16": bf16, "amx_bf16": amx,
                            "chosen_hidden_size": best["hidden_size"], "rounds": rounds}
     (out / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
     return spec
@@ -205,6 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     chosen = next(r for r in spec["calibration"]["rounds"] if r["hidden_size"] == spec["pad"]["hidden_size"])
     print(f"{args.out}: width {chosen['hidden_size']}, {spec['num_parameters'] / 1e6:.0f} M parameters, "
           f"{chosen['ratio']}x the small model's per-token time")
+    if not spec["calibration"]["amx_bf16"]:
+        print("note: this CPU exposes no bf16 matrix unit (amx_bf16), so the padded model's prefill is slow "
+              "(measured ~7 ms per uncached token on one such core): handoffs into the large tier "
+              "cost several decode steps and relay speedups here understate an accelerator's "
+              "(docs/benchmarks.md, \"Item 3: on a CPU without a matrix unit\")")
     return 0
 
 
