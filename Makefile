@@ -35,7 +35,7 @@ bench-models: $(BENCH_MODELS)
 
 # The cost-scaled trained pair's large model: demo-models/arith-large zero-padded to ~19x
 # arith-small's per-token time *on this machine*: pad_size serves candidate widths and times
-# them as `relay-ray bench` does (2-4 minutes; relay_ray/models/pad_size.py; docs/quality.md,
+# them as `relay-ray bench` does (2-5 minutes; relay_ray/models/pad_size.py; docs/quality.md,
 # "Sizing the pad per machine"). Never committed. Run it alone on the machine.
 models/arith-large-scaled/build-spec.json: $(STAMP) relay_ray/models/pad.py relay_ray/models/pad_size.py demo-models/arith-large/model.safetensors
 	$(PY) -m relay_ray.models.pad_size --src demo-models/arith-large --out models/arith-large-scaled

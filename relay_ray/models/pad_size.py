@@ -37,6 +37,7 @@ DEFAULT_EXPONENT = 1.6
 WIDTH_STEP = 128  # a multiple of arith-large's head size (64)
 MIN_WIDTH, MAX_WIDTH = 256, 4096
 PROMPT_TOKENS = 32
+SMALL_REQUESTS_FACTOR = 3  # the small tier is timed over this many times the large tier's requests
 
 
 def next_width(width: int, ratio: float, target: float, exponent: float = DEFAULT_EXPONENT) -> int:
@@ -84,7 +85,8 @@ def served_timer(config_file: str, num_tokens: int, num_requests: int):
 
     ``measure`` deploys ``config_file``'s relay with its large model replaced by ``model`` and
     runs ``relay-ray bench``'s single-tier scenarios at c=1 (large-only, then small-only;
-    ``num_requests`` greedy requests of ``num_tokens`` tokens each, EOS ignored, fresh prompts):
+    ``num_requests`` greedy requests of ``num_tokens`` tokens each for the large tier and
+    :data:`SMALL_REQUESTS_FACTOR` times as many for the small one, EOS ignored, fresh prompts):
     the per-token decode time is the bench's (:class:`~relay_ray.bench.report.TierCost`).
     """
     from relay_ray.bench.console import measure_at_normal_priority
@@ -108,9 +110,12 @@ def served_timer(config_file: str, num_tokens: int, num_requests: int):
             client.wait_ready()
             for policy in ("large-only", "small-only", "small-only"):
                 client.generate(build_request("warm up the tiers", policy, {}, max_new_tokens=64))
-            for scenario, large in ((LARGE_ONLY, True), (SMALL_ONLY, False)):
-                run = run_scenario(client, scenario, 1, num_requests, num_tokens, prompt_offset=prompt_offset)
-                prompt_offset += num_requests
+            # The small tier's served cost is the noisy term (1.6-2.4 ms per token in rounds
+            # minutes apart) and its requests are cheap, so it gets more of them.
+            for scenario, large, count in ((LARGE_ONLY, True, num_requests),
+                                           (SMALL_ONLY, False, SMALL_REQUESTS_FACTOR * num_requests)):
+                run = run_scenario(client, scenario, 1, count, num_tokens, prompt_offset=prompt_offset)
+                prompt_offset += count
                 costs.append(TierCost.of(run, large).ms_per_token)
         return costs[0], costs[1]
 
@@ -125,8 +130,9 @@ def served_timer(config_file: str, num_tokens: int, num_requests: int):
 def _cpu() -> tuple[str, bool, bool]:
     """(the CPU's model name, whether it has bf16 vector arithmetic: ``avx512_bf16``, whether it
     exposes the bf16 matrix unit: ``amx_bf16``). The matrix unit is what makes the padded large
-    model's prefill cheap: without it a handoff's uncached tokens cost about 7 ms each on core
-    (docs/benchmarks.md, "Item 3: on a CPU without a matrix unit")."""
+    model's prefill cheap: without it a handoff's uncached tokens cost 1.8-6.7 ms each on the
+    cores measured so far, 0.06-0.12 of a decode step (docs/benchmarks.md, "Item 3: on a CPU
+    without a matrix unit")."""
     try:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -180,6 +186,17 @@ def calibrate(src: Path, config_file: str, out: Path, target: float, tolerance: 
     return spec
 
 
+def off_target_warning(rounds: list[dict], chosen: dict, target: float, tolerance: float) -> str | None:
+    """What to tell the user when the kept round's ratio missed ``target`` by more than
+    ``tolerance`` (relative): the width to start from next time. ``None`` when on target."""
+    if abs(chosen["ratio"] / target - 1.0) <= tolerance:
+        return None
+    suggestion = next_width(chosen["hidden_size"], chosen["ratio"], target)
+    return (f"warning: {chosen['ratio']}x is outside {target:g}x +- {tolerance:.0%} after {len(rounds)} rounds "
+            f"(the served small tier's timing is noisy): re-run with --start-width {suggestion}, "
+            f"or with more --max-rounds / --requests")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description="Build the cost-scaled large model at the width whose per-token decode time is "
@@ -190,10 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="models/arith-large-scaled", help="output folder")
     p.add_argument("--target-ratio", type=float, default=TARGET_RATIO, help="large/small per-token time wanted")
     p.add_argument("--tolerance", type=float, default=0.1, help="accepted relative error of the ratio")
-    p.add_argument("--max-rounds", type=int, default=3, help="pad-and-time rounds at most (each ~40 s)")
+    p.add_argument("--max-rounds", type=int, default=4, help="pad-and-time rounds at most (each ~40 s)")
     p.add_argument("--num-tokens", type=int, default=128, help="decode steps per timing")
     p.add_argument("--start-width", type=int, default=SCALED_SPEC.hidden_size, help="first width tried")
-    p.add_argument("--requests", type=int, default=3, help="requests per tier and round (the fastest counts)")
+    p.add_argument("--requests", type=int, default=3, help="large-tier requests per round, 3x as many for the small tier (the fastest counts)")
     args = p.parse_args(argv)
     if args.target_ratio <= 1.0 or not 0.0 < args.tolerance < 1.0 or args.max_rounds < 1 or args.num_tokens < 8 \
             or args.requests < 1:
@@ -209,10 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     chosen = next(r for r in spec["calibration"]["rounds"] if r["hidden_size"] == spec["pad"]["hidden_size"])
     print(f"{args.out}: width {chosen['hidden_size']}, {spec['num_parameters'] / 1e6:.0f} M parameters, "
           f"{chosen['ratio']}x the small model's per-token time")
+    warning = off_target_warning(spec["calibration"]["rounds"], chosen, args.target_ratio, args.tolerance)
+    if warning:
+        print(warning)
     if not spec["calibration"]["amx_bf16"]:
         print("note: this CPU exposes no bf16 matrix unit (amx_bf16), so the padded model's prefill is slow "
-              "(measured ~7 ms per uncached token on one such core): handoffs into the large tier "
-              "cost several decode steps and relay speedups here understate an accelerator's "
+              "(0.06-0.12 of a decode step per uncached token on the CPUs measured, against 0.013 on a "
+              "core with AMX): handoffs into the large tier cost several decode steps and relay speedups "
+              "here understate an accelerator's. Measure yours: python -m relay_ray.bench.engine_ttft "
               "(docs/benchmarks.md, \"Item 3: on a CPU without a matrix unit\")")
     return 0
 

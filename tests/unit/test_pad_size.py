@@ -6,8 +6,7 @@ import pytest
 
 from relay_ray.models.pad import SCALED_SPEC
 from relay_ray.models.pad_size import (DEFAULT_EXPONENT, MAX_WIDTH, MIN_WIDTH, WIDTH_STEP, bracket_exponent,
-                                       fitted_exponent,
-                                       next_width, spec_for_width)
+                                       fitted_exponent, next_width, off_target_warning, spec_for_width)
 
 
 def test_a_ratio_on_target_keeps_the_width():
@@ -57,3 +56,14 @@ def test_the_exponent_comes_from_the_rounds_that_bracket_the_target():
               {"hidden_size": 2048, "ratio": 41.0}]
     assert bracket_exponent(rounds, 19.0) == pytest.approx(2.0)  # 1024 and 2048, not 4096
     assert bracket_exponent(rounds[:1], 19.0) == DEFAULT_EXPONENT
+
+
+def test_a_missed_target_says_which_width_to_start_from():
+    # This session's first `make scaled-models`: a slow first small-tier timing sent round 2 to
+    # 1792, and the kept round ended at 29.8x.
+    rounds = [{"hidden_size": 1024, "ratio": 11.5}, {"hidden_size": 1792, "ratio": 33.3},
+              {"hidden_size": 1664, "ratio": 29.8}]
+    warning = off_target_warning(rounds, rounds[2], 19.0, 0.1)
+    assert warning is not None and "29.8x" in warning and "3 rounds" in warning
+    assert f"--start-width {next_width(1664, 29.8, 19.0)}" in warning and next_width(1664, 29.8, 19.0) < 1664
+    assert off_target_warning(rounds, {"hidden_size": 1280, "ratio": 20.45}, 19.0, 0.1) is None
