@@ -2,7 +2,7 @@
 
 One source of truth: ``serveConfigV2`` is the Serve config file with each relay application's
 ``args`` re-rendered from its validated :class:`RelayConfig`; every container's environment
-bounds Serve's gRPC proxy messages (:func:`relay_ray.serve.local.proxy_message_env`); the worker groups are the node
+bounds Serve's gRPC proxy messages and gates its HTTP proxy (:func:`relay_ray.serve.local.proxy_env`); the worker groups are the node
 types of the Ray cluster launcher YAML (GPUs as ``nvidia.com/gpu`` limits, marker resources
 as ``rayStartParams.resources``, min/max workers as min/max replicas). ``relay-ray
 render-kuberay --check`` (and a unit test) fail when the committed manifest drifts.
@@ -18,7 +18,7 @@ import yaml
 
 from relay_ray.config import RelayConfig
 from relay_ray.controller.limits import InputLimits
-from relay_ray.serve.local import proxy_message_env
+from relay_ray.serve.local import proxy_env
 from relay_ray.deploy.cluster_spec import ClusterSpec, NodeType
 
 DEFAULT_IMAGE = "relay-ray:0.1.0-gpu"  # cluster/Dockerfile.gpu
@@ -81,11 +81,12 @@ def _pod(container: dict) -> dict:
 
 
 def _proxy_env(serve_raw: dict) -> list[dict]:
-    """Every node runs a Serve proxy: bound its gRPC messages by the largest prompt limit."""
+    """Every node runs a Serve proxy: bound its gRPC messages by the largest prompt limit, and
+    put the admission gate on its HTTP side."""
     limits = [RelayConfig.model_validate(app.get("args") or {}).controller.input_limits
               for app in serve_raw.get("applications") or []]
     widest = max(limits, key=lambda lim: lim.max_prompt_bytes, default=InputLimits())
-    return [{"name": k, "value": v} for k, v in proxy_message_env(widest).items()]
+    return [{"name": k, "value": v} for k, v in proxy_env(widest).items()]
 
 
 def _start_params(node: NodeType) -> dict:

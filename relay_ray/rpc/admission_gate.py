@@ -18,6 +18,7 @@ what it admits, Serve may still refuse (another proxy's calls share the running 
 How the gate gets in: :func:`gate_serve_proxy` wraps Serve's ``service_handler_factory`` on
 the proxy's gRPC server (``ray.serve._private.grpc_util.gRPCGenericServer``, Ray 2.60), which
 our ``grpc_servicer_functions`` entry receives. ``RELAY_PROXY_ADMISSION_GATE=0`` turns it off.
+The HTTP proxy (the OpenAI API) has the same gate: :mod:`relay_ray.rpc.http_admission`.
 """
 
 from __future__ import annotations
@@ -148,10 +149,14 @@ class ProxyGate:
 
         asyncio.get_running_loop().create_task(refresh())
 
-    def admit(self, context) -> tuple[bool, str | None]:
+    def admit_app(self, app: str | None) -> bool:
+        """Enter a call of ``app`` (None: unknown, always admitted); False if over its limit."""
         self._maybe_refresh()
+        return self.counter.try_enter(app)
+
+    def admit(self, context) -> tuple[bool, str | None]:
         app = self.counter.app_of(context.invocation_metadata())
-        return self.counter.try_enter(app), app
+        return self.admit_app(app), app
 
     def wrap(self, handler, streaming: bool):
         """``handler`` (Serve's unary-unary or unary-stream entry point) behind the gate."""

@@ -102,6 +102,15 @@ def proxy_message_env(limits: InputLimits) -> dict[str, str]:
     return {PROXY_MESSAGE_ENV: str(limit)}
 
 
+def proxy_env(limits: InputLimits) -> dict[str, str]:
+    """Everything Serve's proxies read from the environment of the processes that start Ray:
+    the gRPC message bound (:func:`proxy_message_env`) and the HTTP admission gate
+    (:func:`relay_ray.rpc.http_admission.proxy_gate_env`)."""
+    from relay_ray.rpc.http_admission import proxy_gate_env
+
+    return {**proxy_message_env(limits), **proxy_gate_env()}
+
+
 def start_serve(serve_file: ServeFile, num_cpus: int | None = None) -> None:
     """Start (or connect to) Ray and start Serve with the file's HTTP/gRPC options."""
     import ray
@@ -111,7 +120,7 @@ def start_serve(serve_file: ServeFile, num_cpus: int | None = None) -> None:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.update(tracing_env(serve_file.relay.tracing))  # Ray processes inherit them
-    for name, value in proxy_message_env(serve_file.relay.controller.input_limits).items():
+    for name, value in proxy_env(serve_file.relay.controller.input_limits).items():
         os.environ.setdefault(name, value)  # a local Ray only: a cluster sets it at `ray start`
     mark_session()
     if not ray.is_initialized():

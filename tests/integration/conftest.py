@@ -81,9 +81,9 @@ def relay_server(tmp_path_factory):
     from relay_ray.config import RelayConfig
     from relay_ray.controller.limits import InputLimits
     from relay_ray.serve.builder import SERVICER_FUNCTIONS, build_app
-    from relay_ray.serve.local import mark_session, proxy_message_env, reap_session
+    from relay_ray.serve.local import mark_session, proxy_env, reap_session
 
-    os.environ.update(proxy_message_env(InputLimits()))  # every app keeps the default prompt limit
+    os.environ.update(proxy_env(InputLimits()))  # every app keeps the default prompt limit
     mark_session()
     grpc_port, metrics_port, http_port = free_port(), free_port(), free_port()
     ray.init(include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port)

@@ -194,10 +194,14 @@ def test_deadline_is_504_and_not_retried(relay_server):
 
 def test_overload_is_429_with_retry_after_and_the_sdk_retries_it(relay_server):
     """``edge`` admits EDGE_ONGOING + EDGE_QUEUED requests; more concurrent ones are refused
-    by Serve's proxy with 429 + Retry-After (the builder's backpressure_config); with retries
-    the SDK gets every answer."""
+    by Serve's proxy with 429 + Retry-After (its HTTP admission gate, rpc/http_admission.py,
+    before routing; Serve's backpressure, the builder's backpressure_config, after); with
+    retries the SDK gets every answer."""
     body = dict(model="small-only", prompt=PROMPT, max_tokens=96, extra_body={"ignore_eos": True})
     admitted = EDGE_ONGOING + EDGE_QUEUED
+    with sdk(relay_server, "edge", api_key=EDGE_TOKEN) as c:  # a request starts the gate's refresh of the limits
+        c.models.list()
+    time.sleep(1.5)  # the gate re-reads the limits at most once a second
 
     def burst(max_retries: int, n: int) -> tuple[list, list]:
         attempts: list = []
@@ -217,6 +221,8 @@ def test_overload_is_429_with_retry_after_and_the_sdk_retries_it(relay_server):
     results, attempts = burst(max_retries=0, n=3 * admitted)
     refused = [r for r in results if isinstance(r, openai.RateLimitError)]
     assert len(refused) >= admitted and all(r.response.headers["retry-after"] == "1" for r in refused)
+    # the gate answered (its OpenAI error body; Serve's own refusal is plain text)
+    assert any(r.code == "rate_limit_exceeded" for r in refused), [r.response.text for r in refused]
     assert all(isinstance(r, openai.RateLimitError) or r.usage.completion_tokens == 96 for r in results), results
     results, attempts = burst(max_retries=8, n=2 * admitted)
     assert all(not isinstance(r, Exception) for r in results), results

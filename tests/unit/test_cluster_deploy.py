@@ -108,6 +108,8 @@ def test_every_rayservice_pod_bounds_the_serve_proxys_messages():
         (container,) = group["template"]["spec"]["containers"]
         env = {e["name"]: e["value"] for e in container["env"]}
         assert int(env["RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"]) == prompt_bytes + (1 << 20), container["name"]
+        # and the OpenAI API's admission gate on the proxy's HTTP side (rpc/http_admission.py)
+        assert env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == "relay_ray.rpc.http_admission:proxy_middlewares"
 
 
 def test_committed_rayservice_has_not_drifted():
