@@ -210,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-rounds", type=int, default=4, help="pad-and-time rounds at most (each ~40 s)")
     p.add_argument("--num-tokens", type=int, default=128, help="decode steps per timing")
     p.add_argument("--start-width", type=int, default=SCALED_SPEC.hidden_size, help="first width tried")
-    p.add_argument("--requests", type=int, default=3, help="large-tier requests per round, 3x as many for the small tier (the fastest counts)")
+    p.add_argument("--requests", type=int, default=3, help=f"large-tier requests per round, {SMALL_REQUESTS_FACTOR}x as many for the small tier "
+                        "(the fastest counts)")
     args = p.parse_args(argv)
     if args.target_ratio <= 1.0 or not 0.0 < args.tolerance < 1.0 or args.max_rounds < 1 or args.num_tokens < 8 \
             or args.requests < 1:

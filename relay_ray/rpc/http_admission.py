@@ -21,15 +21,16 @@ turns it off.
 
 from __future__ import annotations
 
-import json
 import os
 
-from relay_ray.rpc.admission_gate import GATE_ENV, REFUSAL, ProxyGate
+from relay_ray.rpc.admission_gate import GATE_ENV, ProxyGate
+from relay_ray.rpc.openai_errors import overloaded
 
 CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
-RETRY_AFTER_S = 1  # as the builder's backpressure_config tells Serve to answer
-_BODY = json.dumps({"error": {"message": REFUSAL, "type": "rate_limit_error", "param": None,
-                              "code": "rate_limit_exceeded"}}).encode()
+_REFUSAL = overloaded()  # Retry-After 1, as the builder's backpressure_config tells Serve to answer
+_BODY = _REFUSAL.body().model_dump_json().encode()
+_HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(_BODY)).encode()),
+            *((k.encode(), v.encode()) for k, v in _REFUSAL.headers().items())]
 
 
 def proxy_gate_env() -> dict[str, str]:
@@ -78,10 +79,7 @@ class HttpAdmissionGate:
             return
         app_name = self._app_of(scope.get("path", ""))
         if not self.gate.admit_app(app_name):
-            await send({"type": "http.response.start", "status": 429,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"retry-after", str(RETRY_AFTER_S).encode()),
-                                    (b"content-length", str(len(_BODY)).encode())]})
+            await send({"type": "http.response.start", "status": _REFUSAL.status, "headers": _HEADERS})
             await send({"type": "http.response.body", "body": _BODY})
             return
         try:

@@ -42,6 +42,12 @@ class OpenAIError(Exception):
         return headers
 
 
+def overloaded(retry_after_s: int = RETRY_AFTER_S) -> OpenAIError:
+    """Over the admission limit: 429, retried by the SDK after ``Retry-After``."""
+    return OpenAIError(429, "the relay is overloaded; retry later", "rate_limit_error",
+                       code="rate_limit_exceeded", retry_after_s=retry_after_s)
+
+
 def bad_request(param: str | None, message: str) -> OpenAIError:
     text = f"{param}: {message}" if param else message
     return OpenAIError(400, text, "invalid_request_error", param=param)
@@ -95,8 +101,7 @@ def error_for(exc: BaseException, param_of: Callable[[str], str], request_id: st
         return unauthorized()
     if isinstance(exc, (RelayOverloadedError, *overload)):
         retry = getattr(exc, "retry_after_s", None)
-        return OpenAIError(429, "the relay is overloaded; retry later", "rate_limit_error",
-                           code="rate_limit_exceeded", retry_after_s=max(1, round(retry or RETRY_AFTER_S)))
+        return overloaded(max(1, round(retry or RETRY_AFTER_S)))
     if isinstance(exc, (TierUnavailableError, ConnectionError, *unavailable)):
         logger.warning("request %s: tier unavailable: %s", request_id, exc)
         return OpenAIError(503, "a model tier is unavailable; retry later", "service_unavailable_error",
