@@ -11,6 +11,12 @@ the refusals (429 / RESOURCE_EXHAUSTED) with their latency p50 / p95 / max, how 
 proxy's admission gate answered (its OpenAI error body, ``rate_limit_exceeded``; gRPC: its
 refusal text), the answered requests and their latency p50, and any other status. Serve the
 relay with ``RELAY_PROXY_ADMISSION_GATE=0`` in the environment to compare without the gates.
+
+A flood client's latency includes waiting for the flood process's own event loop, which runs
+every other client's callbacks on the same two cores as the server. So each round also runs a
+*probe*: one client in a process of its own that sends a call every ``--probe-interval-ms``
+and times only its own calls (as a client on another machine would see them), and the flood
+process's event-loop lag (how late a 10 ms timer fires) is printed beside its figures.
 Loopback only; every loop is bounded by the duration.
 """
 
@@ -18,56 +24,119 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import multiprocessing
 import statistics
 import time
 
 PROMPT = "So we add 3 and 4, then we add the result to itself."
 
 
-async def http_flood(base_url: str, app: str, clients: int, duration_s: float, max_tokens: int) -> list[tuple]:
-    import httpx
+OK = {"http": 200, "grpc": "OK"}
+REFUSED = {"http": 429, "grpc": "RESOURCE_EXHAUSTED"}
 
-    out: list[tuple] = []
-    end = time.monotonic() + duration_s
-    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=clients + 10)) as http:
-        async def client(k: int) -> None:
-            await asyncio.sleep(0.5 * k / clients)
-            while time.monotonic() < end:
+
+@contextlib.asynccontextmanager
+async def caller(api: str, target: str, app: str, max_tokens: int, connections: int):
+    """A coroutine function making one call to ``api`` ("http" or "grpc") at ``target``:
+    (status, seconds, refused by the gate)."""
+    if api == "http":
+        import httpx
+
+        async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=connections + 10)) as http:
+            async def call_http() -> tuple:
                 started = time.perf_counter()
-                r = await http.post(f"{base_url}/v1/completions",
+                r = await http.post(f"{target}/v1/completions",
                                     json={"model": "small-only", "prompt": PROMPT, "max_tokens": max_tokens})
-                out.append((r.status_code, time.perf_counter() - started, b"rate_limit_exceeded" in r.content))
-                if r.status_code != 200:
-                    await asyncio.sleep(0.5)
-        await asyncio.gather(*(client(k) for k in range(clients)))
-    return out
-
-
-async def grpc_flood(address: str, app: str, clients: int, duration_s: float, max_tokens: int) -> list[tuple]:
+                return r.status_code, time.perf_counter() - started, b"rate_limit_exceeded" in r.content
+            yield call_http
+        return
     import grpc
 
     from relay_ray.client import build_request
     from relay_ray.rpc.admission_gate import REFUSAL
     from relay_ray.v1 import relay_pb2_grpc
 
-    out: list[tuple] = []
-    end = time.monotonic() + duration_s
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with grpc.aio.insecure_channel(target) as channel:
         stub = relay_pb2_grpc.RelayServiceStub(channel)
         request = build_request(PROMPT, "small-only", max_new_tokens=max_tokens)
 
+        async def call_grpc() -> tuple:
+            started = time.perf_counter()
+            try:
+                await stub.Generate(request, metadata=(("application", app),), timeout=120)
+                return "OK", time.perf_counter() - started, False
+            except grpc.aio.AioRpcError as exc:
+                return exc.code().name, time.perf_counter() - started, exc.details() == REFUSAL
+        yield call_grpc
+
+
+async def run_clients(api: str, target: str, app: str, clients: int, duration_s: float, max_tokens: int,
+                      interval_s: float | None = None) -> list[tuple]:
+    """``clients`` clients calling ``api`` for ``duration_s`` (starts spread over half a second).
+    A flood client (``interval_s`` None) asks again at once after an answer and 0.5 s after a
+    refusal; a paced one every ``interval_s``. Every call's (status, seconds, by the gate)."""
+    out: list[tuple] = []
+    end = time.monotonic() + duration_s
+    async with caller(api, target, app, max_tokens, clients) as call:
         async def client(k: int) -> None:
             await asyncio.sleep(0.5 * k / clients)
             while time.monotonic() < end:
-                started = time.perf_counter()
-                try:
-                    await stub.Generate(request, metadata=(("application", app),), timeout=120)
-                    out.append(("OK", time.perf_counter() - started, False))
-                except grpc.aio.AioRpcError as exc:
-                    out.append((exc.code().name, time.perf_counter() - started, exc.details() == REFUSAL))
+                outcome = await call()
+                out.append(outcome)
+                if interval_s is not None:
+                    await asyncio.sleep(max(0.0, interval_s - outcome[1]))
+                elif outcome[0] != OK[api]:
                     await asyncio.sleep(0.5)
         await asyncio.gather(*(client(k) for k in range(clients)))
     return out
+
+
+async def loop_lag_s(duration_s: float, tick_s: float = 0.01) -> list[float]:
+    """How late a ``tick_s`` timer fires on this event loop, for ``duration_s``."""
+    lags: list[float] = []
+    end = time.monotonic() + duration_s
+    while time.monotonic() < end:
+        before = time.perf_counter()
+        await asyncio.sleep(tick_s)
+        lags.append(max(0.0, time.perf_counter() - before - tick_s))
+    return lags
+
+
+async def with_lag(flood, duration_s: float) -> tuple[list[tuple], list[float]]:
+    """Run ``flood`` and the loop-lag monitor side by side on one event loop."""
+    outcomes, lags = await asyncio.gather(flood, loop_lag_s(duration_s))
+    return outcomes, lags
+
+
+def probe(api: str, target: str, app: str, duration_s: float, interval_s: float, max_tokens: int,
+          results) -> None:
+    """One client in a process of its own, a call every ``interval_s`` (or right after the
+    previous answer, if later) for ``duration_s``; puts its outcomes on ``results``."""
+    results.put(asyncio.run(run_clients(api, target, app, 1, duration_s, max_tokens, interval_s)))
+
+
+def flood_round(api: str, args) -> tuple[list[tuple], list[float], list[tuple]]:
+    """One flood of ``api`` ("http" or "grpc") with its probe: (flood outcomes, loop lags, probe outcomes)."""
+    target = args.http_url if api == "http" else args.grpc
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    prober = ctx.Process(target=probe, args=(api, target, args.app, args.duration_s,
+                                             args.probe_interval_ms / 1000, args.max_tokens, results))
+    prober.start()
+    flood = run_clients(api, target, args.app, args.clients, args.duration_s, args.max_tokens)
+    outcomes, lags = asyncio.run(with_lag(flood, args.duration_s))
+    probed = results.get(timeout=args.duration_s + 180)
+    prober.join(timeout=10)
+    return outcomes, lags, probed
+
+
+def lag_summary(lags: list[float]) -> str:
+    if len(lags) < 2:
+        return "flood loop lag: n/a"
+    ordered = sorted(lags)
+    return (f"flood loop lag p50 {1000 * statistics.median(ordered):.0f} ms, "
+            f"p95 {1000 * statistics.quantiles(ordered, n=20)[-1]:.0f} ms, max {1000 * ordered[-1]:.0f} ms")
 
 
 def summary(name: str, outcomes: list[tuple], ok, refused) -> str:
@@ -92,18 +161,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration-s", type=float, default=15.0, help="seconds of each flood")
     p.add_argument("--rounds", type=int, default=2, help="HTTP-then-gRPC rounds")
     p.add_argument("--max-tokens", type=int, default=200, help="tokens each admitted request writes")
+    p.add_argument("--probe-interval-ms", type=float, default=100.0,
+                   help="the probe's period: one call per period from a process of its own")
     args = p.parse_args(argv)
     if args.clients < 1 or not 0 < args.duration_s <= 600 or not 1 <= args.rounds <= 20 or args.max_tokens < 1:
         p.error("need --clients >= 1, 0 < --duration-s <= 600, 1 <= --rounds <= 20, --max-tokens >= 1")
+    if not 10 <= args.probe_interval_ms <= 10_000:
+        p.error("need 10 <= --probe-interval-ms <= 10000")
     for host in (args.http_url.split("//", 1)[-1].split(":")[0], args.grpc.split(":")[0]):
         if host not in ("127.0.0.1", "localhost", "::1", "[::1]"):
             p.error(f"{host}: a flood goes to a loopback address only")
     for round_index in range(args.rounds):
-        print(summary(f"HTTP round {round_index + 1}", asyncio.run(http_flood(
-            args.http_url, args.app, args.clients, args.duration_s, args.max_tokens)), 200, 429), flush=True)
-        print(summary(f"gRPC round {round_index + 1}", asyncio.run(grpc_flood(
-            args.grpc, args.app, args.clients, args.duration_s, args.max_tokens)), "OK", "RESOURCE_EXHAUSTED"),
-              flush=True)
+        for api, name in (("http", "HTTP"), ("grpc", "gRPC")):
+            outcomes, lags, probed = flood_round(api, args)
+            print(f"{summary(f'{name} round {round_index + 1}', outcomes, OK[api], REFUSED[api])}; {lag_summary(lags)}")
+            print(summary(f"  {name} probe", probed, OK[api], REFUSED[api]), flush=True)
     return 0
 
 
