@@ -139,14 +139,24 @@ def lag_summary(lags: list[float]) -> str:
             f"p95 {1000 * statistics.quantiles(ordered, n=20)[-1]:.0f} ms, max {1000 * ordered[-1]:.0f} ms")
 
 
+def _ms(seconds: float) -> str:
+    return f"{1000 * seconds:.0f}"
+
+
+def _slowest(latencies_s: list[float]) -> str:
+    return _ms(max(latencies_s)) if latencies_s else "-"
+
+
 def summary(name: str, outcomes: list[tuple], ok, refused) -> str:
     rejected = sorted(t for code, t, _ in outcomes if code == refused)
     served = [t for code, t, _ in outcomes if code == ok]
-    by_gate = sum(gated for code, _, gated in outcomes if code == refused)
+    gated = [t for code, t, by_gate in outcomes if code == refused and by_gate]
+    by_serve = [t for code, t, by_gate in outcomes if code == refused and not by_gate]
     others = sorted({str(code) for code, _, _ in outcomes} - {str(ok), str(refused)})
-    ms = lambda s: f"{1000 * s:.0f}"  # noqa: E731
+    ms = _ms
     p95 = statistics.quantiles(rejected, n=20)[-1] if len(rejected) > 1 else float("nan")
-    refusals = (f"refused {len(rejected)} ({by_gate} by the gate), p50 {ms(statistics.median(rejected))} ms, "
+    refusals = (f"refused {len(rejected)} ({len(gated)} by the gate, slowest {_slowest(gated)} ms; "
+                f"by Serve slowest {_slowest(by_serve)} ms), p50 {ms(statistics.median(rejected))} ms, "
                 f"p95 {ms(p95)} ms, max {ms(rejected[-1])} ms") if rejected else "refused 0"
     answered = f"served {len(served)}, p50 {ms(statistics.median(served))} ms" if served else "served 0"
     return f"{name}: {refusals}; {answered}; other statuses: {', '.join(others) or 'none'}"
