@@ -38,8 +38,8 @@ REFUSED = {"http": 429, "grpc": "RESOURCE_EXHAUSTED"}
 
 @contextlib.asynccontextmanager
 async def caller(api: str, target: str, app: str, max_tokens: int, connections: int):
-    """A coroutine function making one call to ``api`` ("http" or "grpc") at ``target``:
-    (status, seconds, refused by the gate)."""
+    """An async context manager yielding a coroutine function that makes one call to ``api``
+    ("http" or "grpc") at ``target`` and returns (status, seconds, refused by the gate)."""
     if api == "http":
         import httpx
 
@@ -109,10 +109,12 @@ async def with_lag(flood, duration_s: float) -> tuple[list[tuple], list[float]]:
     return outcomes, lags
 
 
-def probe(api: str, target: str, app: str, duration_s: float, interval_s: float, max_tokens: int,
+def probe(api: str, target: str, app: str, end_s: float, interval_s: float, max_tokens: int,
           results) -> None:
     """One client in a process of its own, a call every ``interval_s`` (or right after the
-    previous answer, if later) for ``duration_s``; puts its outcomes on ``results``."""
+    previous answer, if later) until ``end_s`` (``time.monotonic()``, one clock for every
+    process on Linux: the flood's end); puts its outcomes on ``results``."""
+    duration_s = max(0.0, end_s - time.monotonic())
     results.put(asyncio.run(run_clients(api, target, app, 1, duration_s, max_tokens, interval_s)))
 
 
@@ -121,13 +123,17 @@ def flood_round(api: str, args) -> tuple[list[tuple], list[float], list[tuple]]:
     target = args.http_url if api == "http" else args.grpc
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
-    prober = ctx.Process(target=probe, args=(api, target, args.app, args.duration_s,
-                                             args.probe_interval_ms / 1000, args.max_tokens, results))
+    end_s = time.monotonic() + args.duration_s
+    prober = ctx.Process(target=probe, daemon=True, args=(api, target, args.app, end_s,
+                                                          args.probe_interval_ms / 1000, args.max_tokens, results))
     prober.start()
-    flood = run_clients(api, target, args.app, args.clients, args.duration_s, args.max_tokens)
-    outcomes, lags = asyncio.run(with_lag(flood, args.duration_s))
-    probed = results.get(timeout=args.duration_s + 180)
-    prober.join(timeout=10)
+    try:
+        flood = run_clients(api, target, args.app, args.clients, args.duration_s, args.max_tokens)
+        outcomes, lags = asyncio.run(with_lag(flood, args.duration_s))
+        probed = results.get(timeout=180)
+    finally:
+        prober.terminate()
+        prober.join(timeout=10)
     return outcomes, lags, probed
 
 
@@ -136,7 +142,7 @@ def lag_summary(lags: list[float]) -> str:
         return "flood loop lag: n/a"
     ordered = sorted(lags)
     return (f"flood loop lag p50 {1000 * statistics.median(ordered):.0f} ms, "
-            f"p95 {1000 * statistics.quantiles(ordered, n=20)[-1]:.0f} ms, max {1000 * ordered[-1]:.0f} ms")
+            f"p95 {1000 * statistics.quantiles(ordered, n=20, method='inclusive')[-1]:.0f} ms, max {1000 * ordered[-1]:.0f} ms")
 
 
 def _ms(seconds: float) -> str:
@@ -154,7 +160,7 @@ def summary(name: str, outcomes: list[tuple], ok, refused) -> str:
     by_serve = [t for code, t, by_gate in outcomes if code == refused and not by_gate]
     others = sorted({str(code) for code, _, _ in outcomes} - {str(ok), str(refused)})
     ms = _ms
-    p95 = statistics.quantiles(rejected, n=20)[-1] if len(rejected) > 1 else float("nan")
+    p95 = statistics.quantiles(rejected, n=20, method="inclusive")[-1] if len(rejected) > 1 else float("nan")
     refusals = (f"refused {len(rejected)} ({len(gated)} by the gate, slowest {_slowest(gated)} ms; "
                 f"by Serve slowest {_slowest(by_serve)} ms), p50 {ms(statistics.median(rejected))} ms, "
                 f"p95 {ms(p95)} ms, max {ms(rejected[-1])} ms") if rejected else "refused 0"
@@ -184,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     for round_index in range(args.rounds):
         for api, name in (("http", "HTTP"), ("grpc", "gRPC")):
             outcomes, lags, probed = flood_round(api, args)
-            print(f"{summary(f'{name} round {round_index + 1}', outcomes, OK[api], REFUSED[api])}; {lag_summary(lags)}")
+            print(f"{summary(f'{name} round {round_index + 1}', outcomes, OK[api], REFUSED[api])}; {lag_summary(lags)}", flush=True)
             print(summary(f"  {name} probe", probed, OK[api], REFUSED[api]), flush=True)
     return 0
 

@@ -53,15 +53,16 @@ async def _flood(address: str, num_clients: int, duration_s: float) -> list[tupl
         return outcomes
 
 
-def _probe(address: str, end_wall_s: float, interval_s: float, results) -> None:
-    """One client in a process of its own, a call every ``interval_s`` until ``end_wall_s``
-    (``time.time()``): the flood's clients time their calls on the flood's one busy event loop,
-    this one times only its own, as a client on another machine would."""
+def _probe(address: str, end_s: float, interval_s: float, results) -> None:
+    """One client in a process of its own, a call every ``interval_s`` until ``end_s``
+    (``time.monotonic()``, one clock for every process on Linux): the flood's clients time their
+    calls on the flood's one busy event loop, this one times only its own, as a client on
+    another machine would."""
     msg = build_request("So we add 3 and 4, then we add the result to itself.", "small-only", max_new_tokens=200)
     outcomes: list[tuple[str, float]] = []
     with grpc.insecure_channel(address) as channel:
         stub = rpb_grpc.RelayServiceStub(channel)
-        while time.time() < end_wall_s:
+        while time.monotonic() < end_s:
             started = time.perf_counter()
             try:
                 stub.Generate(msg, metadata=METADATA, timeout=120)
@@ -78,11 +79,15 @@ def test_ten_times_the_admission_limit_is_refused_fast(relay_server):
     rss_before = rss_mib(controller)
     spawn = multiprocessing.get_context("spawn")
     probe_results = spawn.Queue()
-    prober = spawn.Process(target=_probe, args=(relay_server.address, time.time() + 15.0, 0.1, probe_results))
+    prober = spawn.Process(target=_probe, daemon=True,
+                           args=(relay_server.address, time.monotonic() + 15.0, 0.1, probe_results))
     prober.start()
-    outcomes = asyncio.run(_flood(relay_server.address, 10 * LIMIT, 15.0))
-    probed = probe_results.get(timeout=180)
-    prober.join(timeout=10)
+    try:
+        outcomes = asyncio.run(_flood(relay_server.address, 10 * LIMIT, 15.0))
+        probed = probe_results.get(timeout=180)
+    finally:
+        prober.terminate()
+        prober.join(timeout=10)
     codes = {code for code, _, _ in outcomes}
     assert codes <= {"OK", "RESOURCE_EXHAUSTED"}, codes
     rejected = sorted(t for code, t, _ in outcomes if code == "RESOURCE_EXHAUSTED")
@@ -105,14 +110,16 @@ def test_ten_times_the_admission_limit_is_refused_fast(relay_server):
     # The issue's 100 ms, asserted in absolute terms for the typical refusal: 3 ms with the gate
     # and 10 ms without it on a machine twice as slow as the fast ones (docs/reliability.md).
     assert rejected_p50 < 0.1, rejected_p50
-    # ... and for 95% of the refusals a client of its own sees (2026-12-03, Zen 5: the probe's
-    # p95 11-25 ms and its slowest 25-101 ms where the flood's own clients saw up to 400 ms).
+    # ... and for 95% of the refusals a client of its own sees (2026-12-03, Zen 5, gRPC: the
+    # probe's p95 14-25 ms and its slowest 26-101 ms; docs/reliability.md, "Whose tail").
     probe_rejected = sorted(t for code, t in probed if code == "RESOURCE_EXHAUSTED")
-    print(f"probe: {len(probe_rejected)} rejected, p50 {statistics.median(probe_rejected) * 1000:.0f} ms, "
-          f"p95 {statistics.quantiles(probe_rejected, n=20)[-1] * 1000:.0f} ms, max {probe_rejected[-1] * 1000:.0f} ms; "
-          f"{len(probed) - len(probe_rejected)} served")
     assert {code for code, _ in probed} <= {"OK", "RESOURCE_EXHAUSTED"}, probed
-    assert len(probe_rejected) >= 20 and statistics.quantiles(probe_rejected, n=20)[-1] < 0.1, probe_rejected[-5:]
+    assert len(probe_rejected) >= 20, (len(probe_rejected), probed)
+    probe_p95 = statistics.quantiles(probe_rejected, n=20)[-1]
+    print(f"probe: {len(probe_rejected)} rejected, p50 {statistics.median(probe_rejected) * 1000:.0f} ms, "
+          f"p95 {probe_p95 * 1000:.0f} ms, max {probe_rejected[-1] * 1000:.0f} ms; "
+          f"{len(probed) - len(probe_rejected)} served")
+    assert probe_p95 < 0.1, probe_rejected[-5:]
     assert rss_mib(controller) - rss_before < 50
     assert by_gate >= 0.5 * len(rejected), (by_gate, len(rejected))
 
