@@ -16,7 +16,9 @@ A flood client's latency includes waiting for the flood process's own event loop
 every other client's callbacks on the same two cores as the server. So each round also runs a
 *probe*: one client in a process of its own that sends a call every ``--probe-interval-ms``
 and times only its own calls (as a client on another machine would see them), and the flood
-process's event-loop lag (how late a 10 ms timer fires) is printed beside its figures.
+process's event-loop lag (how late a 10 ms timer fires) is printed beside its figures. The
+flood runs at the niceness of Ray's workers (``--flood-niceness``, 15), so that it takes no
+more of the CPU than the proxy it floods; the probe keeps this process's niceness.
 Loopback only; every loop is bounded by the duration.
 """
 
@@ -24,11 +26,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import multiprocessing
+import os
 import statistics
+import threading
 import time
 
+RAY_WORKER_NICENESS = 15  # Ray starts its workers (Serve's proxy, replicas, engines) at this niceness
 PROMPT = "So we add 3 and 4, then we add the result to itself."
 
 
@@ -127,9 +133,16 @@ def flood_round(api: str, args) -> tuple[list[tuple], list[float], list[tuple]]:
     prober = ctx.Process(target=probe, daemon=True, args=(api, target, args.app, end_s,
                                                           args.probe_interval_ms / 1000, args.max_tokens, results))
     prober.start()
+    def flood() -> tuple[list[tuple], list[float]]:
+        # Linux niceness is per thread, and threads the flood's libraries start inherit it
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), args.flood_niceness)
+        calls = run_clients(api, target, args.app, args.clients, args.duration_s, args.max_tokens)
+        return asyncio.run(with_lag(calls, args.duration_s))
+
     try:
-        flood = run_clients(api, target, args.app, args.clients, args.duration_s, args.max_tokens)
-        outcomes, lags = asyncio.run(with_lag(flood, args.duration_s))
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            outcomes, lags = pool.submit(flood).result()
         probed = results.get(timeout=180)
     finally:
         prober.terminate()
@@ -179,11 +192,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-tokens", type=int, default=200, help="tokens each admitted request writes")
     p.add_argument("--probe-interval-ms", type=float, default=100.0,
                    help="the probe's period: one call per period from a process of its own")
+    p.add_argument("--flood-niceness", type=int, default=RAY_WORKER_NICENESS,
+                   help="the flood's niceness (default: that of Ray's workers, so the flood gets an equal share "
+                        "with the proxy and the controllers; at 0 it takes the CPU from them). The probe keeps "
+                        "this process's niceness, as a client on another machine uses none of the server's CPU")
     args = p.parse_args(argv)
     if args.clients < 1 or not 0 < args.duration_s <= 600 or not 1 <= args.rounds <= 20 or args.max_tokens < 1:
         p.error("need --clients >= 1, 0 < --duration-s <= 600, 1 <= --rounds <= 20, --max-tokens >= 1")
     if not 10 <= args.probe_interval_ms <= 10_000:
         p.error("need 10 <= --probe-interval-ms <= 10000")
+    if not 0 <= args.flood_niceness <= 19:
+        p.error("need 0 <= --flood-niceness <= 19")
     for host in (args.http_url.split("//", 1)[-1].split(":")[0], args.grpc.split(":")[0]):
         if host not in ("127.0.0.1", "localhost", "::1", "[::1]"):
             p.error(f"{host}: a flood goes to a loopback address only")

@@ -37,14 +37,13 @@ from relay_ray.policies import REGISTRY
 from relay_ray.serve.replicas import replica_pids, rss_mib
 from relay_ray.v1 import relay_pb2 as rpb
 from relay_ray.v1 import relay_pb2_grpc as rpb_grpc
-from tests.integration.conftest import EDGE_TOKEN, ROOT
+from tests.integration.conftest import EDGE_TOKEN, ROOT, at_ray_worker_niceness
 
 pytestmark = pytest.mark.integration
 APP = "edge"
 EXAMPLES = int(os.environ.get("RELAY_FUZZ_EXAMPLES", "1000"))
 STRICT = os.environ.get("RELAY_FUZZ_STRICT", "") == "1"
 BASELINE_S = 10.0 if STRICT else 4.0
-RAY_WORKER_NICENESS = 15
 METADATA = (("application", APP), ("authorization", f"Bearer {EDGE_TOKEN}"))
 PRECISE = {"OK", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"}
 CONTROL = ["<|im_start|>", "<think>", "</think>", "<call>", "</call>", "</s>", "<s>", "\x00", "\ud7ff", "é" * 3]
@@ -181,8 +180,7 @@ def test_fuzzed_requests_get_precise_statuses_fast(relay_server):
         if STRICT:
             _at_lowest_priority()
         else:  # the niceness of Ray's workers: an equal share with the proxy and the controller
-            with contextlib.suppress(OSError):
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), RAY_WORKER_NICENESS)
+            at_ray_worker_niceness()
         fuzz_requests()
         fuzz_frames()
 
