@@ -30,6 +30,7 @@ import concurrent.futures
 import contextlib
 import multiprocessing
 import os
+import resource
 import statistics
 import threading
 import time
@@ -43,19 +44,32 @@ REFUSED = {"http": 429, "grpc": "RESOURCE_EXHAUSTED"}
 
 
 @contextlib.asynccontextmanager
-async def caller(api: str, target: str, app: str, max_tokens: int, connections: int):
+async def caller(api: str, target: str, app: str, max_tokens: int, connections: int, http_client: str = "aiohttp"):
     """An async context manager yielding a coroutine function that makes one call to ``api``
-    ("http" or "grpc") at ``target`` and returns (status, seconds, refused by the gate)."""
+    ("http" or "grpc") at ``target`` and returns (status, seconds, refused by the gate).
+    ``http_client``: "aiohttp" (less of the client's CPU per call) or "httpx"."""
     if api == "http":
+        body = {"model": "small-only", "prompt": PROMPT, "max_tokens": max_tokens}
+        if http_client == "aiohttp":
+            import aiohttp
+
+            connector = aiohttp.TCPConnector(limit=connections + 10)
+            async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as http:
+                async def call_aiohttp() -> tuple:
+                    started = time.perf_counter()
+                    async with http.post(f"{target}/v1/completions", json=body) as r:
+                        content = await r.read()
+                    return r.status, time.perf_counter() - started, b"rate_limit_exceeded" in content
+                yield call_aiohttp
+            return
         import httpx
 
         async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=connections + 10)) as http:
-            async def call_http() -> tuple:
+            async def call_httpx() -> tuple:
                 started = time.perf_counter()
-                r = await http.post(f"{target}/v1/completions",
-                                    json={"model": "small-only", "prompt": PROMPT, "max_tokens": max_tokens})
+                r = await http.post(f"{target}/v1/completions", json=body)
                 return r.status_code, time.perf_counter() - started, b"rate_limit_exceeded" in r.content
-            yield call_http
+            yield call_httpx
         return
     import grpc
 
@@ -78,13 +92,13 @@ async def caller(api: str, target: str, app: str, max_tokens: int, connections: 
 
 
 async def run_clients(api: str, target: str, app: str, clients: int, duration_s: float, max_tokens: int,
-                      interval_s: float | None = None) -> list[tuple]:
+                      interval_s: float | None = None, http_client: str = "aiohttp") -> list[tuple]:
     """``clients`` clients calling ``api`` for ``duration_s`` (starts spread over half a second).
     A flood client (``interval_s`` None) asks again at once after an answer and 0.5 s after a
     refusal; a paced one every ``interval_s``. Every call's (status, seconds, by the gate)."""
     out: list[tuple] = []
     end = time.monotonic() + duration_s
-    async with caller(api, target, app, max_tokens, clients) as call:
+    async with caller(api, target, app, max_tokens, clients, http_client) as call:
         async def client(k: int) -> None:
             await asyncio.sleep(0.5 * k / clients)
             while time.monotonic() < end:
@@ -116,38 +130,48 @@ async def with_lag(flood, duration_s: float) -> tuple[list[tuple], list[float]]:
 
 
 def probe(api: str, target: str, app: str, end_s: float, interval_s: float, max_tokens: int,
-          results) -> None:
+          http_client: str, results) -> None:
     """One client in a process of its own, a call every ``interval_s`` (or right after the
     previous answer, if later) until ``end_s`` (``time.monotonic()``, one clock for every
     process on Linux: the flood's end); puts its outcomes on ``results``."""
     duration_s = max(0.0, end_s - time.monotonic())
-    results.put(asyncio.run(run_clients(api, target, app, 1, duration_s, max_tokens, interval_s)))
+    results.put(asyncio.run(run_clients(api, target, app, 1, duration_s, max_tokens, interval_s, http_client)))
 
 
-def flood_round(api: str, args) -> tuple[list[tuple], list[float], list[tuple]]:
-    """One flood of ``api`` ("http" or "grpc") with its probe: (flood outcomes, loop lags, probe outcomes)."""
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def flood_round(api: str, args) -> tuple[list[tuple], list[float], list[tuple], float]:
+    """One flood of ``api`` ("http" or "grpc") with its probe: (flood outcomes, loop lags, probe
+    outcomes, CPU seconds the flood's process used)."""
     target = args.http_url if api == "http" else args.grpc
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
     end_s = time.monotonic() + args.duration_s
-    prober = ctx.Process(target=probe, daemon=True, args=(api, target, args.app, end_s,
-                                                          args.probe_interval_ms / 1000, args.max_tokens, results))
+    prober = ctx.Process(target=probe, daemon=True, args=(api, target, args.app, end_s, args.probe_interval_ms / 1000,
+                                                          args.max_tokens, args.http_client, results))
     prober.start()
+
     def flood() -> tuple[list[tuple], list[float]]:
         # Linux niceness is per thread, and threads the flood's libraries start inherit it
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), args.flood_niceness)
-        calls = run_clients(api, target, args.app, args.clients, args.duration_s, args.max_tokens)
+        calls = run_clients(api, target, args.app, args.clients, args.duration_s, args.max_tokens,
+                            http_client=args.http_client)
         return asyncio.run(with_lag(calls, args.duration_s))
 
     try:
+        cpu_before_s = _cpu_s()
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             outcomes, lags = pool.submit(flood).result()
+        cpu_s = _cpu_s() - cpu_before_s
         probed = results.get(timeout=180)
     finally:
         prober.terminate()
         prober.join(timeout=10)
-    return outcomes, lags, probed
+    return outcomes, lags, probed, cpu_s
 
 
 def lag_summary(lags: list[float]) -> str:
@@ -196,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="the flood's niceness (default: that of Ray's workers, so the flood gets an equal share "
                         "with the proxy and the controllers; at 0 it takes the CPU from them). The probe keeps "
                         "this process's niceness, as a client on another machine uses none of the server's CPU")
+    p.add_argument("--apis", nargs="+", choices=("http", "grpc"), default=("http", "grpc"),
+                   help="the APIs each round floods, in this order: HTTP then gRPC")
+    p.add_argument("--http-client", choices=("aiohttp", "httpx"), default="aiohttp",
+                   help="the HTTP flood's client library (aiohttp spends less of the shared CPU per call)")
     args = p.parse_args(argv)
     if args.clients < 1 or not 0 < args.duration_s <= 600 or not 1 <= args.rounds <= 20 or args.max_tokens < 1:
         p.error("need --clients >= 1, 0 < --duration-s <= 600, 1 <= --rounds <= 20, --max-tokens >= 1")
@@ -208,8 +236,12 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"{host}: a flood goes to a loopback address only")
     for round_index in range(args.rounds):
         for api, name in (("http", "HTTP"), ("grpc", "gRPC")):
-            outcomes, lags, probed = flood_round(api, args)
-            print(f"{summary(f'{name} round {round_index + 1}', outcomes, OK[api], REFUSED[api])}; {lag_summary(lags)}", flush=True)
+            if api not in args.apis:
+                continue
+            outcomes, lags, probed, cpu_s = flood_round(api, args)
+            cpu = f"flood CPU {1000 * cpu_s / max(1, len(outcomes)):.1f} ms per call"
+            print(f"{summary(f'{name} round {round_index + 1}', outcomes, OK[api], REFUSED[api])}; "
+                  f"{lag_summary(lags)}; {cpu}", flush=True)
             print(summary(f"  {name} probe", probed, OK[api], REFUSED[api]), flush=True)
     return 0
 
