@@ -196,12 +196,11 @@ def summary(name: str, outcomes: list[tuple], ok, refused) -> str:
     gated = [t for code, t, by_gate in outcomes if code == refused and by_gate]
     by_serve = [t for code, t, by_gate in outcomes if code == refused and not by_gate]
     others = sorted({str(code) for code, _, _ in outcomes} - {str(ok), str(refused)})
-    ms = _ms
     p95 = statistics.quantiles(rejected, n=20, method="inclusive")[-1] if len(rejected) > 1 else float("nan")
     refusals = (f"refused {len(rejected)} ({len(gated)} by the gate, slowest {_slowest(gated)} ms; "
-                f"by Serve slowest {_slowest(by_serve)} ms), p50 {ms(statistics.median(rejected))} ms, "
-                f"p95 {ms(p95)} ms, max {ms(rejected[-1])} ms") if rejected else "refused 0"
-    answered = f"served {len(served)}, p50 {ms(statistics.median(served))} ms" if served else "served 0"
+                f"by Serve slowest {_slowest(by_serve)} ms), p50 {_ms(statistics.median(rejected))} ms, "
+                f"p95 {_ms(p95)} ms, max {_ms(rejected[-1])} ms") if rejected else "refused 0"
+    answered = f"served {len(served)}, p50 {_ms(statistics.median(served))} ms" if served else "served 0"
     return f"{name}: {refusals}; {answered}; other statuses: {', '.join(others) or 'none'}"
 
 

@@ -83,6 +83,7 @@ def test_ten_times_the_admission_limit_is_refused_fast(relay_server):
     prober = spawn.Process(target=_probe, daemon=True,
                            args=(relay_server.address, time.monotonic() + 15.0, 0.1, probe_results))
     prober.start()
+
     def flood() -> list[tuple[str, float, str]]:
         # the flood at Ray's workers' niceness, an equal share with the proxy and the controller;
         # the probe stays at this process's: a client elsewhere takes none of the server's CPU
