@@ -6,7 +6,8 @@
 
 Each round runs ``--clients`` unary clients for ``--duration-s`` on the HTTP API
 (``/v1/completions``), then as many on gRPC (``Generate``), every client asking again at once
-after an answer and 0.5 s after a refusal (as a client should). It prints, per API and round,
+after an answer and 0.5 s (+-20%, ``--retry-jitter``) after a refusal, as a client should: gRPC
+jitters its backoff by +-20% too, and clients that retry in lock step arrive in bursts. It prints, per API and round,
 the refusals (429 / RESOURCE_EXHAUSTED) with their latency p50 / p95 / max, how many the
 proxy's admission gate answered (its OpenAI error body, ``rate_limit_exceeded``; gRPC: its
 refusal text), the answered requests and their latency p50, and any other status. Serve the
@@ -30,12 +31,14 @@ import concurrent.futures
 import contextlib
 import multiprocessing
 import os
+import random
 import resource
 import statistics
 import threading
 import time
 
 RAY_WORKER_NICENESS = 15  # Ray starts its workers (Serve's proxy, replicas, engines) at this niceness
+REFUSAL_BACKOFF_S = 0.5  # a flood client's wait after a refusal, before its jitter
 PROMPT = "So we add 3 and 4, then we add the result to itself."
 
 
@@ -92,10 +95,12 @@ async def caller(api: str, target: str, app: str, max_tokens: int, connections: 
 
 
 async def run_clients(api: str, target: str, app: str, clients: int, duration_s: float, max_tokens: int,
-                      interval_s: float | None = None, http_client: str = "aiohttp") -> list[tuple]:
+                      interval_s: float | None = None, http_client: str = "aiohttp",
+                      retry_jitter: float = 0.2) -> list[tuple]:
     """``clients`` clients calling ``api`` for ``duration_s`` (starts spread over half a second).
-    A flood client (``interval_s`` None) asks again at once after an answer and 0.5 s after a
-    refusal; a paced one every ``interval_s``. Every call's (status, seconds, by the gate)."""
+    A flood client (``interval_s`` None) asks again at once after an answer and 0.5 s times a
+    uniform factor in 1 +- ``retry_jitter`` after a refusal; a paced one every ``interval_s``.
+    Every call's (status, seconds, by the gate)."""
     out: list[tuple] = []
     end = time.monotonic() + duration_s
     async with caller(api, target, app, max_tokens, clients, http_client) as call:
@@ -107,7 +112,7 @@ async def run_clients(api: str, target: str, app: str, clients: int, duration_s:
                 if interval_s is not None:
                     await asyncio.sleep(max(0.0, interval_s - outcome[1]))
                 elif outcome[0] != OK[api]:
-                    await asyncio.sleep(0.5)
+                    await asyncio.sleep(REFUSAL_BACKOFF_S * random.uniform(1 - retry_jitter, 1 + retry_jitter))
         await asyncio.gather(*(client(k) for k in range(clients)))
     return out
 
@@ -159,7 +164,7 @@ def flood_round(api: str, args) -> tuple[list[tuple], list[float], list[tuple], 
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), args.flood_niceness)
         calls = run_clients(api, target, args.app, args.clients, args.duration_s, args.max_tokens,
-                            http_client=args.http_client)
+                            http_client=args.http_client, retry_jitter=args.retry_jitter)
         return asyncio.run(with_lag(calls, args.duration_s))
 
     try:
@@ -223,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the APIs each round floods, in this order: HTTP then gRPC")
     p.add_argument("--http-client", choices=("aiohttp", "httpx"), default="aiohttp",
                    help="the HTTP flood's client library (aiohttp spends less of the shared CPU per call)")
+    p.add_argument("--retry-jitter", type=float, default=0.2,
+                   help="a flood client waits 0.5 s times a uniform factor in 1 +- this after a refusal "
+                        "(gRPC's own backoff jitter is 0.2; 0 retries in lock step, in bursts)")
     args = p.parse_args(argv)
     if args.clients < 1 or not 0 < args.duration_s <= 600 or not 1 <= args.rounds <= 20 or args.max_tokens < 1:
         p.error("need --clients >= 1, 0 < --duration-s <= 600, 1 <= --rounds <= 20, --max-tokens >= 1")
@@ -230,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("need 10 <= --probe-interval-ms <= 10000")
     if not 0 <= args.flood_niceness <= 19:
         p.error("need 0 <= --flood-niceness <= 19")
+    if not 0 <= args.retry_jitter < 1:
+        p.error("need 0 <= --retry-jitter < 1")
     for host in (args.http_url.split("//", 1)[-1].split(":")[0], args.grpc.split(":")[0]):
         if host not in ("127.0.0.1", "localhost", "::1", "[::1]"):
             p.error(f"{host}: a flood goes to a loopback address only")

@@ -39,7 +39,7 @@ def test_a_flood_goes_to_loopback_only(capsys):
     with pytest.raises(SystemExit):
         flood.main(["--probe-interval-ms", "5"])
     assert "--probe-interval-ms" in capsys.readouterr().err
-    for bad in (["--flood-niceness", "20"], ["--http-client", "curl"], ["--apis", "websocket"]):
+    for bad in (["--flood-niceness", "20"], ["--retry-jitter", "1"], ["--http-client", "curl"], ["--apis", "websocket"]):
         with pytest.raises(SystemExit):
             flood.main(bad)
         assert bad[0] in capsys.readouterr().err
