@@ -19,7 +19,9 @@ every other client's callbacks on the same two cores as the server. So each roun
 and times only its own calls (as a client on another machine would see them), and the flood
 process's event-loop lag (how late a 10 ms timer fires) is printed beside its figures. The
 flood runs at the niceness of Ray's workers (``--flood-niceness``, 15), so that it takes no
-more of the CPU than the proxy it floods; the probe keeps this process's niceness.
+more of the CPU than the proxy it floods; the probe keeps this process's niceness. The probe
+starts (imports, connects) before the flood and exits after it: a process starting or exiting at
+normal priority during a flood delays the server's answers and the flood's clients alike.
 Loopback only; every loop is bounded by the duration.
 """
 
@@ -81,6 +83,7 @@ async def caller(api: str, target: str, app: str, max_tokens: int, connections: 
     from relay_ray.v1 import relay_pb2_grpc
 
     async with grpc.aio.insecure_channel(target) as channel:
+        await asyncio.wait_for(channel.channel_ready(), 60)  # the first calls time no connect
         stub = relay_pb2_grpc.RelayServiceStub(channel)
         request = build_request(PROMPT, "small-only", max_new_tokens=max_tokens)
 
@@ -134,13 +137,28 @@ async def with_lag(flood, duration_s: float) -> tuple[list[tuple], list[float]]:
     return outcomes, lags
 
 
-def probe(api: str, target: str, app: str, end_s: float, interval_s: float, max_tokens: int,
-          http_client: str, results) -> None:
+def probe(api: str, target: str, app: str, duration_s: float, interval_s: float, max_tokens: int,
+          http_client: str, ready, go, results) -> None:
     """One client in a process of its own, a call every ``interval_s`` (or right after the
-    previous answer, if later) until ``end_s`` (``time.monotonic()``, one clock for every
-    process on Linux: the flood's end); puts its outcomes on ``results``."""
-    duration_s = max(0.0, end_s - time.monotonic())
+    previous answer, if later) for ``duration_s`` from ``go``; puts its outcomes on ``results``.
+    It imports its client library and sets ``ready`` before the flood starts, and stays until it
+    is terminated: a process importing or exiting at normal priority takes the two cores from the
+    server and the flood, whose calls then wait 100-300 ms (docs/reliability.md)."""
+    _import_client(api, http_client)
+    ready.set()
+    go.wait(timeout=120)
     results.put(asyncio.run(run_clients(api, target, app, 1, duration_s, max_tokens, interval_s, http_client)))
+    time.sleep(300)  # until terminated (bounded)
+
+
+def _import_client(api: str, http_client: str) -> None:
+    """Import what :func:`caller` will (the imports take the most CPU of a client's start)."""
+    import importlib
+
+    names = [http_client] if api == "http" else ["grpc", "relay_ray.client", "relay_ray.rpc.admission_gate",
+                                                   "relay_ray.v1.relay_pb2_grpc"]
+    for name in names:
+        importlib.import_module(name)
 
 
 def _cpu_s() -> float:
@@ -153,10 +171,10 @@ def flood_round(api: str, args) -> tuple[list[tuple], list[float], list[tuple], 
     outcomes, CPU seconds the flood's process used)."""
     target = args.http_url if api == "http" else args.grpc
     ctx = multiprocessing.get_context("spawn")
-    results = ctx.Queue()
-    end_s = time.monotonic() + args.duration_s
-    prober = ctx.Process(target=probe, daemon=True, args=(api, target, args.app, end_s, args.probe_interval_ms / 1000,
-                                                          args.max_tokens, args.http_client, results))
+    ready, go, results = ctx.Event(), ctx.Event(), ctx.Queue()
+    prober = ctx.Process(target=probe, daemon=True,
+                         args=(api, target, args.app, args.duration_s, args.probe_interval_ms / 1000,
+                               args.max_tokens, args.http_client, ready, go, results))
     prober.start()
 
     def flood() -> tuple[list[tuple], list[float]]:
@@ -168,6 +186,9 @@ def flood_round(api: str, args) -> tuple[list[tuple], list[float], list[tuple], 
         return asyncio.run(with_lag(calls, args.duration_s))
 
     try:
+        if not ready.wait(timeout=120):
+            raise RuntimeError("the probe process did not start within 120 s")
+        go.set()
         cpu_before_s = _cpu_s()
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             outcomes, lags = pool.submit(flood).result()

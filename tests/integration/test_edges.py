@@ -36,6 +36,7 @@ async def _flood(address: str, num_clients: int, duration_s: float) -> list[tupl
     to 30 calls that the last of them waits through, docs/reliability.md); (status, seconds,
     details) of every call."""
     async with grpc.aio.insecure_channel(address) as channel:
+        await asyncio.wait_for(channel.channel_ready(), 60)  # the first calls time no connect
         stub = rpb_grpc.RelayServiceStub(channel)
         msg = build_request("So we add 3 and 4, then we add the result to itself.", "small-only",
                             max_new_tokens=200)
@@ -56,15 +57,20 @@ async def _flood(address: str, num_clients: int, duration_s: float) -> list[tupl
         return outcomes
 
 
-def _probe(address: str, end_s: float, interval_s: float, results) -> None:
-    """One client in a process of its own, a call every ``interval_s`` until ``end_s``
-    (``time.monotonic()``, one clock for every process on Linux): the flood's clients time their
-    calls on the flood's one busy event loop, this one times only its own, as a client on
-    another machine would."""
+def _probe(address: str, duration_s: float, interval_s: float, ready, go, results) -> None:
+    """One client in a process of its own, a call every ``interval_s`` for ``duration_s`` from
+    ``go``: the flood's clients time their calls on the flood's one busy event loop, this one
+    times only its own, as a client on another machine would. It connects and sets ``ready``
+    first, and stays until it is terminated: a process importing or exiting at normal priority
+    takes the two cores from the server and the flood (their calls then wait 100-300 ms)."""
     msg = build_request("So we add 3 and 4, then we add the result to itself.", "small-only", max_new_tokens=200)
     outcomes: list[tuple[str, float]] = []
     with grpc.insecure_channel(address) as channel:
+        grpc.channel_ready_future(channel).result(timeout=60)
         stub = rpb_grpc.RelayServiceStub(channel)
+        ready.set()
+        go.wait(timeout=120)
+        end_s = time.monotonic() + duration_s
         while time.monotonic() < end_s:
             started = time.perf_counter()
             try:
@@ -73,7 +79,8 @@ def _probe(address: str, end_s: float, interval_s: float, results) -> None:
             except grpc.RpcError as exc:
                 outcomes.append((exc.code().name, time.perf_counter() - started))
             time.sleep(max(0.0, interval_s - (time.perf_counter() - started)))
-    results.put(outcomes)
+        results.put(outcomes)
+        time.sleep(300)  # until terminated (bounded)
 
 
 def test_ten_times_the_admission_limit_is_refused_fast(relay_server):
@@ -81,9 +88,9 @@ def test_ten_times_the_admission_limit_is_refused_fast(relay_server):
     asyncio.run(_flood(relay_server.address, 2, 1.0))  # warm
     rss_before = rss_mib(controller)
     spawn = multiprocessing.get_context("spawn")
-    probe_results = spawn.Queue()
+    ready, go, probe_results = spawn.Event(), spawn.Event(), spawn.Queue()
     prober = spawn.Process(target=_probe, daemon=True,
-                           args=(relay_server.address, time.monotonic() + 15.0, 0.1, probe_results))
+                           args=(relay_server.address, 15.0, 0.1, ready, go, probe_results))
     prober.start()
 
     def flood() -> list[tuple[str, float, str]]:
@@ -93,6 +100,8 @@ def test_ten_times_the_admission_limit_is_refused_fast(relay_server):
         return asyncio.run(_flood(relay_server.address, 10 * LIMIT, 15.0))
 
     try:
+        assert ready.wait(timeout=120), "the probe did not start"
+        go.set()
         with ThreadPoolExecutor(1) as pool:
             outcomes = pool.submit(flood).result()
         probed = probe_results.get(timeout=180)
