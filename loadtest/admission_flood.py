@@ -7,8 +7,8 @@
 Each round runs ``--clients`` unary clients for ``--duration-s`` on the HTTP API
 (``/v1/completions``), then as many on gRPC (``Generate``), every client asking again at once
 after an answer and 0.5 s (+-20%, ``--retry-jitter``) after a refusal, as a client should: gRPC
-jitters its backoff by +-20% too, and clients that retry in lock step arrive in bursts. It prints, per API and round,
-the refusals (429 / RESOURCE_EXHAUSTED) with their latency p50 / p95 / max, how many the
+jitters its backoff by +-20% too, and clients that retry in lock step arrive in bursts. It
+prints, per API and round, the refusals (429 / RESOURCE_EXHAUSTED) with their latency p50 / p95 / max, how many the
 proxy's admission gate answered (its OpenAI error body, ``rate_limit_exceeded``; gRPC: its
 refusal text), the answered requests and their latency p50, and any other status. Serve the
 relay with ``RELAY_PROXY_ADMISSION_GATE=0`` in the environment to compare without the gates.
@@ -20,7 +20,7 @@ and times only its own calls (as a client on another machine would see them), an
 process's event-loop lag (how late a 10 ms timer fires) is printed beside its figures. The
 flood runs at the niceness of Ray's workers (``--flood-niceness``, 15), so that it takes no
 more of the CPU than the proxy it floods; the probe keeps this process's niceness. The probe
-starts (imports, connects) before the flood and exits after it: a process starting or exiting at
+imports its client library before the flood starts and exits after it ends: a process starting or exiting at
 normal priority during a flood delays the server's answers and the flood's clients alike.
 Loopback only; every loop is bounded by the duration.
 """
