@@ -8,10 +8,11 @@ Each round runs ``--clients`` unary clients for ``--duration-s`` on the HTTP API
 (``/v1/completions``), then as many on gRPC (``Generate``), every client asking again at once
 after an answer and 0.5 s (+-20%, ``--retry-jitter``) after a refusal, as a client should: gRPC
 jitters its backoff by +-20% too, and clients that retry in lock step arrive in bursts. It
-prints, per API and round, the refusals (429 / RESOURCE_EXHAUSTED) with their latency p50 / p95 / max, how many the
-proxy's admission gate answered (its OpenAI error body, ``rate_limit_exceeded``; gRPC: its
-refusal text), the answered requests and their latency p50, and any other status. Serve the
-relay with ``RELAY_PROXY_ADMISSION_GATE=0`` in the environment to compare without the gates.
+prints, per API and round, the refusals (429 / RESOURCE_EXHAUSTED) with their latency p50 / p95
+/ max, how many the proxy's admission gate answered (its OpenAI error body,
+``rate_limit_exceeded``; gRPC: its refusal text), the answered requests and their latency p50,
+and any other status. Serve the relay with ``RELAY_PROXY_ADMISSION_GATE=0`` in the environment
+to compare without the gates.
 
 A flood client's latency includes waiting for the flood process's own event loop, which runs
 every other client's callbacks on the same two cores as the server. So each round also runs a
