@@ -16,12 +16,12 @@ to compare without the gates.
 
 A flood client's latency includes waiting for the flood process's own event loop, which runs
 every other client's callbacks on the same two cores as the server. So each round also runs a
-*probe*: one client in a process of its own that sends a call every ``--probe-interval-ms``
-and times only its own calls (as a client on another machine would see them), and the flood
-process's event-loop lag (how late a 10 ms timer fires) is printed beside its figures. The
-flood runs at the niceness of Ray's workers (``--flood-niceness``, 15), so that it takes no
-more of the CPU than the proxy it floods; the probe keeps this process's niceness. The probe
-imports its client library before the flood starts and exits after it ends: a process starting or exiting at
+*probe*: one client in a process of its own that sends a call every ``--probe-interval-ms`` and
+times only its own calls (as a client on another machine would see them), and the flood
+process's event-loop lag (how late a 10 ms timer fires) is printed beside its figures. The flood
+runs at the niceness of Ray's workers (``--flood-niceness``, 15), so that it takes no more of
+the CPU than the proxy it floods; the probe keeps this process's niceness. The probe imports its
+client library before the flood starts and exits after it ends: a process starting or exiting at
 normal priority during a flood delays the server's answers and the flood's clients alike.
 Loopback only; every loop is bounded by the duration.
 """
