@@ -30,7 +30,9 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     denom = 1.0 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # The interval contains p; rounding put its low end 1e-17 above 0 of 0/n (or its high end
+    # below n/n), and a plot's error bar of that width is negative.
+    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
 
 
 def binomial_tail(k: int, n: int) -> Fraction:

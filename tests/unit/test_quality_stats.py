@@ -25,6 +25,15 @@ def test_wilson_narrows_with_n_and_rejects_bad_counts():
         wilson(6, 5)
 
 
+def test_wilson_contains_the_proportion_exactly_at_the_ends():
+    # 0/200 gave a low end of 1.7e-18 before: a plot's error bar p - low was negative.
+    for n in range(1, 600):
+        for k in (0, 1, n - 1, n):
+            low, high = wilson(k, n)
+            assert low <= k / n <= high, (k, n, low, high)
+        assert wilson(0, n)[0] == 0.0 and wilson(n, n)[1] == 1.0
+
+
 def test_binomial_tail_is_exact():
     assert binomial_tail(0, 3) == pytest.approx(1 / 8)
     assert binomial_tail(1, 3) == pytest.approx(4 / 8)
