@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=8, help="measurements per combination")
     p.add_argument("--logprobs", type=int, default=None,
                    help="top logprobs per token, as entropy rules ask for (rstitch's large segments: 20)")
+    p.add_argument("--idle-ms", type=float, nargs="+", default=[0.0],
+                   help="pauses between the base prompt and the measured request (a relay's large tier "
+                        "waits while the small tier writes; rstitch's small segments take ~100 ms)")
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -90,34 +93,38 @@ async def measure(args: argparse.Namespace) -> str:
         for i in range(3):
             gaps += (await _run(tier.engine, tokens(64), 65, f"decode-{i}", args.logprobs))[1]
         step_ms = statistics.median(gaps)
-        combos = [(c, u) for c in args.contexts for u in args.uncached] * args.repeats
+        combos = [(c, u, i) for c in args.contexts for u in args.uncached for i in args.idle_ms] * args.repeats
         rng.shuffle(combos)
-        ttfts: dict[tuple[int, int], list[float]] = {}
-        computed: dict[tuple[int, int], list[int]] = {}
-        for n, (context, uncached) in enumerate(combos, 1):
+        ttfts: dict[tuple[int, int, float], list[float]] = {}
+        computed: dict[tuple[int, int, float], list[int]] = {}
+        for n, key in enumerate(combos, 1):
+            context, uncached, idle_ms = key
             base = tokens(context)
             await _run(tier.engine, base, 1, f"warm-{n}")
+            await asyncio.sleep(idle_ms / 1000.0)
             ttft, _, n_computed = await _run(tier.engine, base + tokens(uncached), 2, f"ttft-{n}", args.logprobs)
-            ttfts.setdefault((context, uncached), []).append(ttft)
-            computed.setdefault((context, uncached), []).append(n_computed)
+            ttfts.setdefault(key, []).append(ttft)
+            computed.setdefault(key, []).append(n_computed)
             print(f"\r{n}/{len(combos)} measured", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
     finally:
         tier.shutdown()
     rows = []
-    for (context, uncached), v in sorted(ttfts.items()):
+    for key, v in sorted(ttfts.items()):
+        context, uncached, idle_ms = key
         p50 = statistics.median(v)
-        rows.append([str(context), str(uncached), str(statistics.median(computed[context, uncached])), f"{p50:.1f}", f"{p50 / step_ms:.2f}", f"{min(v):.1f}", f"{max(v):.1f}"])
+        rows.append([str(context), str(uncached), f"{idle_ms:g}", str(statistics.median(computed[key])), f"{p50:.1f}",
+                     f"{p50 / step_ms:.2f}", f"{min(v):.1f}", f"{max(v):.1f}"])
     head = (f"{args.tier} tier of {args.config}: decode step p50 {step_ms:.1f} ms ({len(gaps)} steps); "
             f"{args.repeats} measurements per row; logprobs {args.logprobs}\n")
-    return head + table(("cached context", "uncached tokens", "computed (engine's count)", "TTFT p50 ms", "in decode steps", "min ms", "max ms"),
+    return head + table(("cached context", "uncached tokens", "idle before, ms", "computed (engine's count)", "TTFT p50 ms", "in decode steps", "min ms", "max ms"),
                         rows)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if any(u < 1 for u in args.uncached) or args.repeats < 1:
-        print("--uncached values and --repeats must be at least 1", file=sys.stderr)
+    if any(u < 1 for u in args.uncached) or args.repeats < 1 or any(not 0 <= i <= 60_000 for i in args.idle_ms):
+        print("--uncached values and --repeats must be at least 1, --idle-ms values within 0-60000", file=sys.stderr)
         return 2
     print(asyncio.run(measure(args)))
     return 0

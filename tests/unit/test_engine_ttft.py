@@ -12,6 +12,11 @@ def test_zero_uncached_tokens_is_refused(capsys):
     assert "at least 1" in capsys.readouterr().err
 
 
+def test_negative_idle_is_refused(capsys):
+    assert engine_ttft.main(["--idle-ms", "0", "-5"]) == 2
+    assert "--idle-ms values within 0-60000" in capsys.readouterr().err
+
+
 def test_contexts_off_the_block_size_are_refused():
     with pytest.raises(SystemExit, match=r"multiples of the large tier's block size \(32\)"):
         engine_ttft.main(["--config", "cluster/serve-scaled.yaml", "--contexts", "100"])
