@@ -6,10 +6,11 @@ Streams the same greedy relay request again and again until its standard input c
 ``--duration-s`` passes), then prints one JSON object: ``gaps`` (``[monotonic end time, ms
 between two deltas]``) and ``failures`` (status names). With ``--ready-after-gaps N`` it writes
 one line ``ready`` to standard error once it has measured N gaps, so a caller can wait for a
-baseline of a known size rather than for a time a slow machine may not fill. Its own process keeps the measurement
-free of the loading client's interpreter lock and garbage collector (an in-process thread was
-paused by them for up to 1.7 s while the server was fine); ``time.monotonic`` is the same clock
-in every process of the machine, so the caller can select a window of the gaps.
+baseline of a known size rather than for a time a slow machine may not fill. Its own process
+keeps the measurement free of the loading client's interpreter lock and garbage collector (an
+in-process thread was paused by them for up to 1.7 s while the server was fine);
+``time.monotonic`` is the same clock in every process of the machine, so the caller can select
+a window of the gaps.
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@ the rejection latencies and the probe's pace. ``RELAY_FUZZ_STRICT=1`` is the mea
 docs/security.md, "Fuzzing": the client runs at ``SCHED_IDLE`` (it takes no CPU the server
 wants, as a remote client would not), the baseline is 10 s (4 s otherwise; both at least 40
 deltas of the probe), and it asserts issue 12's figures: at most 1% of rejections over
-200 ms and the probe's inter-delta p99 within 3x of its pace before the fuzzing. ``RELAY_FUZZ_EXAMPLES`` sets the count: 1,000 by default, which keeps the
-suite within its time budget; docs/security.md's measured runs name theirs (2,000 or 10,000).
+200 ms and the probe's inter-delta p99 within 3x of its pace before the fuzzing.
+``RELAY_FUZZ_EXAMPLES`` sets the count: 1,000 by default, which keeps the suite within its time
+budget; docs/security.md's measured runs name theirs (2,000 or 10,000).
 """
 
 from __future__ import annotations
