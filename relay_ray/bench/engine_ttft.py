@@ -117,8 +117,8 @@ async def measure(args: argparse.Namespace) -> str:
                      f"{p50 / step_ms:.2f}", f"{min(v):.1f}", f"{max(v):.1f}"])
     head = (f"{args.tier} tier of {args.config}: decode step p50 {step_ms:.1f} ms ({len(gaps)} steps); "
             f"{args.repeats} measurements per row; logprobs {args.logprobs}\n")
-    return head + table(("cached context", "uncached tokens", "idle before, ms", "computed (engine's count)", "TTFT p50 ms", "in decode steps", "min ms", "max ms"),
-                        rows)
+    return head + table(("cached context", "uncached tokens", "idle before, ms", "computed (engine's count)",
+                         "TTFT p50 ms", "in decode steps", "min ms", "max ms"), rows)
 
 
 def main(argv: list[str] | None = None) -> int:
