@@ -21,30 +21,6 @@ import time
 from pathlib import Path
 
 
-def _engine_cores() -> list[tuple[int, set[int]]]:
-    """(engine core pid, its workers' cores) of every tier replica of application ``relay``."""
-    import psutil
-
-    from relay_ray.serve.replicas import replica_pids
-
-    out = []
-    for deployment in ("LargeTier", "SmallTier"):
-        for replica in replica_pids("relay", deployment):
-            for core in psutil.Process(replica).children():
-                workers = core.children()
-                if workers:
-                    out.append((core.pid, set().union(*(set(w.cpu_affinity()) for w in workers))))
-    return out
-
-
-def _bind(pid: int, cpus: set[int]) -> None:
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            os.sched_setaffinity(int(tid), cpus)
-        except OSError:  # a thread that ended meanwhile
-            pass
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="cluster/serve-scaled.yaml")
@@ -66,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from relay_ray.quality.runs import parse_run
     from relay_ray.serve.builder import build_app
     from relay_ray.serve.local import load_serve_file, start_serve, stop_local
+    from relay_ray.serve.replicas import bind_threads, engine_processes
 
     serve_file = load_serve_file(Path(args.config))
     run, fmt = parse_run(args.run), parse_format("answer-line")
@@ -76,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     start_serve(serve_file)
     try:
         serve.run(build_app(serve_file.relay), name="relay", route_prefix="/")
-        cores = _engine_cores()
+        cores = [(core, cpus) for tier in ("LargeTier", "SmallTier")
+                 for core, _, cpus in engine_processes("relay", tier)]
         print(f"engine cores and their workers' cores: {cores}", flush=True)
         with RelayClient(f"127.0.0.1:{serve_file.grpc_port}", timeout_s=600) as client:
             client.wait_ready()
@@ -84,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             for k, item in enumerate(items):
                 for mode in (("free", "bound") if k % 2 == 0 else ("bound", "free")):
                     for pid, cpus in cores:
-                        _bind(pid, cpus if mode == "bound" else every_core)
+                        bind_threads(pid, cpus if mode == "bound" else every_core)
                     matrix_run._reset_prefix_caches()
                     started = time.perf_counter()
                     run_one(client, item, run, run.params, fmt, 512, True)

@@ -29,33 +29,15 @@ from pathlib import Path
 ARMS = ("shared", "isolated")
 
 
-def _set_affinity(pid: int, cpus: set[int]) -> None:
-    """Every thread of ``pid`` onto ``cpus`` (threads that ended meanwhile are skipped)."""
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return
-    for tid in tids:
-        try:
-            os.sched_setaffinity(int(tid), cpus)
-        except OSError:
-            pass
-
-
 def _large_engine() -> tuple[set[int], set[int]]:
     """(pids of the large tier's engine core and workers, the workers' cores) of app ``relay``."""
-    import psutil
-
-    from relay_ray.serve.replicas import replica_pids
+    from relay_ray.serve.replicas import engine_processes
 
     pids: set[int] = set()
     cores: set[int] = set()
-    for replica in replica_pids("relay", "LargeTier"):
-        for core in psutil.Process(replica).children():
-            workers = core.children()
-            if workers:
-                pids |= {core.pid} | {w.pid for w in workers}
-                cores |= set().union(*(set(w.cpu_affinity()) for w in workers))
+    for core, workers, cpus in engine_processes("relay", "LargeTier"):
+        pids |= {core, *workers}
+        cores |= cpus
     if not pids:
         raise SystemExit("the large tier's engine processes were not found")
     return pids, cores
@@ -64,26 +46,17 @@ def _large_engine() -> tuple[set[int], set[int]]:
 def _apply(arm: str, large_pids: set[int], large_cores: set[int], defaults: dict[int, set[int]]) -> None:
     import psutil
 
+    from relay_ray.serve.replicas import bind_threads
+
     others = set(range(os.cpu_count() or 1)) - large_cores
     run = {os.getpid()} | {p.pid for p in psutil.Process().children(recursive=True)}
     for pid in run:
         if arm == "shared":
-            _set_affinity(pid, defaults.get(pid, set(range(os.cpu_count() or 1))))
+            bind_threads(pid, defaults.get(pid, set(range(os.cpu_count() or 1))))
         elif pid in large_pids:
-            _set_affinity(pid, large_cores)
+            bind_threads(pid, large_cores)
         else:
-            _set_affinity(pid, others)
-
-
-def _handoffs(result) -> list:
-    """The large segments that follow a small one (the handoffs into the large tier)."""
-    segs = result.segments
-    return [s for prev, s in zip(segs, segs[1:]) if s.large and not prev.large]
-
-
-def _decode_ms_per_token(results) -> float:
-    per = [sum(s.decode_ms for s in r.segments) / max(1, sum(s.num_tokens for s in r.segments) - 1) for r in results]
-    return statistics.median(per)
+            bind_threads(pid, others)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from relay_ray.bench.console import measure_at_normal_priority
     from relay_ray.client import RelayClient
     from relay_ray.quality import matrix_run
+    from relay_ray.quality.compute import segments_into_large, single_tier_costs
     from relay_ray.quality.dataset import load_dataset
     from relay_ray.quality.extract import parse_format
     from relay_ray.quality.runner import run_one
@@ -146,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
           "tier's first token p50 ms (steps) | engine's step p50 ms (steps) |")
     print("|---|---|---|---|---|---|---|")
     for arm in ARMS:
-        step = _decode_ms_per_token(large[arm])
-        hs = [h for r in relay[arm] for h in _handoffs(r)]
+        # the median request's step (TierCost.of takes the fastest): each arm's typical step
+        step = statistics.median(c.ms_per_token for c in single_tier_costs(large[arm]))
+        hs = segments_into_large(relay[arm])
         first, engine = (statistics.median(getattr(h, a) for h in hs) for a in ("prefill_ms", "engine_step_ms"))
         uncached = statistics.median(h.num_prompt_tokens - h.num_cached_tokens for h in hs)
         print(f"| {arm} | {statistics.mean(r.client_ms for r in relay[arm]):.0f} | {step:.1f} | {len(hs)} | "

@@ -35,7 +35,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from relay_ray.quality.runner import ItemResult
+from relay_ray.quality.runner import ItemResult, SegmentStat
 
 
 def large_computed_tokens(result: ItemResult) -> int:
@@ -102,17 +102,23 @@ class TierCost:
     @classmethod
     def of(cls, results: Sequence[ItemResult]) -> TierCost:
         """From a single-tier run (one segment per request) at concurrency 1."""
-        steps, fixed = [], []
-        for r in results:
-            segs = [s for s in r.segments if s.num_tokens > 1]
-            if r.error or len(r.segments) != 1 or not segs:
-                continue
-            step = segs[0].decode_ms / (segs[0].num_tokens - 1)
-            steps.append(step)
-            fixed.append(r.client_ms - (segs[0].num_tokens - 1) * step)
-        if not steps:
+        per_request = single_tier_costs(results)
+        if not per_request:
             raise ValueError("no single-segment request with more than one token to measure a tier on")
-        return cls(min(steps), min(fixed))
+        return cls(min(c.ms_per_token for c in per_request), min(c.fixed_ms for c in per_request))
+
+
+def single_tier_costs(results: Sequence[ItemResult]) -> list[TierCost]:
+    """Each single-segment request's own decode step and fixed cost (requests without an error
+    and with more than one token; others are skipped)."""
+    costs = []
+    for r in results:
+        if r.error or len(r.segments) != 1 or r.segments[0].num_tokens < 2:
+            continue
+        seg = r.segments[0]
+        step = seg.decode_ms / (seg.num_tokens - 1)
+        costs.append(TierCost(step, r.client_ms - (seg.num_tokens - 1) * step))
+    return costs
 
 
 def ideal_ms(result: ItemResult, large: TierCost, small: TierCost) -> float:
@@ -141,10 +147,15 @@ class Handoffs:
     into_large_engine_step_p50_ms: float | None = None  # of the cost, the engine core's step (if reported)
 
 
+def segments_into_large(results: Sequence[ItemResult]) -> list[SegmentStat]:
+    """The large segments that a switch started (every large segment but a request's first)."""
+    return [s for r in results for i, s in enumerate(r.segments) if i > 0 and s.large]
+
+
 def handoffs_into_large(results: Sequence[ItemResult], large: TierCost | None) -> Handoffs:
     """A switch's cost is what the receiving tier and the path to it add before its first new
     token: controller + transport + queueing + the tier's delta prefill with that first token."""
-    into = [s for r in results for i, s in enumerate(r.segments) if i > 0 and s.large]
+    into = segments_into_large(results)
     costs = [s.handoff_ms + s.queue_ms + s.prefill_ms for s in into]
     p50 = statistics.median(costs) if costs else None
     steps = p50 / large.ms_per_token if p50 is not None and large is not None else None

@@ -117,6 +117,32 @@ def engine_of(replica_pid: int) -> psutil.Process:
     return engine
 
 
+def engine_processes(app: str, deployment: str) -> list[tuple[int, list[int], set[int]]]:
+    """Per replica of ``deployment``: its engine core's pid, the pids of that core's workers, and
+    the cores the workers are bound to (``cpu_threads_bind``)."""
+    out = []
+    for replica in replica_pids(app, deployment):
+        for core in psutil.Process(replica).children():
+            workers = core.children()
+            if workers:
+                out.append((core.pid, [w.pid for w in workers], set().union(*(set(w.cpu_affinity()) for w in workers))))
+    return out
+
+
+def bind_threads(pid: int, cpus: set[int]) -> None:
+    """Every thread of process ``pid`` onto ``cpus`` (a process or thread that ended meanwhile is
+    skipped): a process's affinity is per thread on Linux, and its threads already run."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return
+    for tid in tids:
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except OSError:
+            pass
+
+
 def engines_by_parent(session: str | None = None) -> dict[int, int]:
     """Engine core processes (of a local session, see ``serve.local``) counted by parent pid."""
     from relay_ray.serve.local import SESSION_ENV

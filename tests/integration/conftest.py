@@ -37,17 +37,20 @@ def free_port() -> int:
 KV_CACHE_MIB = {"demo-large": 448, "demo-small": 64}
 
 
+# The session's Ray starts its workers (Serve's proxy, the controllers, the tier replicas) at this
+# niceness (Ray's default is 15) and the engines they spawn at 19: the engines keep both cores busy,
+# and the control plane must not wait for them. At 15 against 19 the proxy got 2.4 times an engine's
+# share of a core when both wanted it; at 0 against 19, 68 times (docs/reliability.md, "Whose tail").
+# A load-generating client on the server's two cores runs at the workers' niceness too: an equal
+# share with the proxy and the controllers, as a client elsewhere would take none of it.
+RAY_WORKER_NICENESS = 0
+ENGINE_NICENESS = 19  # added to the replica's (TierConfig.engine_niceness); the kernel caps it at 19
+
+
 def tier(model: str, bind: str, **extra) -> dict:
-    # Niceness 5: the engines keep both cores busy; Serve's proxy and the controllers must not wait.
     return {"model": str(MODELS / model), "dtype": "float32", "max_model_len": 1024, "block_size": 32,
             "kv_cache_memory_mib": KV_CACHE_MIB[model], "cpu_threads_bind": bind, "max_num_seqs": 16,
-            "engine_niceness": 5, **extra}
-
-
-# Ray starts its workers (Serve's proxy, the replicas) at this niceness: a load-generating client
-# on the server's two cores runs at it too (an equal share with the proxy and the controllers; at
-# niceness 0 it takes the CPU from them and times its own priority, not the server).
-RAY_WORKER_NICENESS = 15
+            "engine_niceness": ENGINE_NICENESS, **extra}
 
 
 def at_ray_worker_niceness() -> None:
@@ -93,6 +96,7 @@ def relay_server(tmp_path_factory):
     from ray import serve
     from ray.serve.api import RunTarget
 
+    from relay_ray.bench.console import WORKER_NICENESS_ENV
     from relay_ray.config import RelayConfig
     from relay_ray.controller.limits import InputLimits
     from relay_ray.serve.builder import SERVICER_FUNCTIONS, build_app
@@ -101,7 +105,17 @@ def relay_server(tmp_path_factory):
     os.environ.update(proxy_env(InputLimits()))  # every app keeps the default prompt limit
     mark_session()
     grpc_port, metrics_port, http_port = free_port(), free_port(), free_port()
-    ray.init(include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port)
+    # Ray's daemons read the workers' niceness when they start: only this session's cluster gets it
+    # (the suite's other clusters keep Ray's default).
+    saved_niceness = os.environ.get(WORKER_NICENESS_ENV)
+    os.environ[WORKER_NICENESS_ENV] = str(RAY_WORKER_NICENESS)
+    try:
+        ray.init(include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port)
+    finally:
+        if saved_niceness is None:
+            os.environ.pop(WORKER_NICENESS_ENV)
+        else:
+            os.environ[WORKER_NICENESS_ENV] = saved_niceness
     serve.start(
         http_options={"host": "127.0.0.1", "port": http_port},
         grpc_options={"port": grpc_port, "grpc_servicer_functions": list(SERVICER_FUNCTIONS),

@@ -6,7 +6,7 @@ import pytest
 
 from relay_ray.quality.compute import (
     TierCost, compute_share, efficiency, handoffs_into_large, ideal_ms, large_computed_tokens,
-    speculative_large_positions, time_share,
+    segments_into_large, single_tier_costs, speculative_large_positions, time_share,
 )
 from relay_ray.quality.runner import ItemResult, SegmentStat
 
@@ -82,6 +82,10 @@ def test_tier_cost_is_the_fastest_request_and_the_ideal_a_lower_bound():
     cost = TierCost.of(runs)
     assert cost.ms_per_token == 20.0
     assert cost.fixed_ms == pytest.approx(40.0)  # each request less its own decode time
+    one_token, failed = _item("1t", [SegmentStat(large=True, num_tokens=1)]), _large_only("e", error="boom")
+    per_request = single_tier_costs([*runs, one_token, failed])
+    assert [c.ms_per_token for c in per_request] == [20.0, 22.0, 25.0]
+    assert [c.fixed_ms for c in per_request] == pytest.approx([50.0, 40.0, 70.0])
     small = TierCost(1.0, 10.0)
     for r in runs:
         assert ideal_ms(r, cost, small) <= r.client_ms + 1e-9
@@ -97,6 +101,7 @@ def test_ideal_starts_with_the_first_tier_and_efficiency_sums_over_requests():
     relay = _item("a", segs, client_ms=200.0)
     assert ideal_ms(relay, large, small) == pytest.approx(10 + 97 * 1.0 + 2 * 20.0)
     assert efficiency([relay, relay], large, small) == pytest.approx(147.0 / 200.0)
+    assert segments_into_large([relay, _large_only("b")]) == [segs[1]]  # a request's first is no switch
     hand = handoffs_into_large([relay], large)
     assert hand.into_large_per_request == 1 and hand.into_large_p50_ms == 40.0
     assert hand.into_large_p50_steps == pytest.approx(2.0)
