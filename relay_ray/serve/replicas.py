@@ -1,7 +1,8 @@
 """Find the processes of a relay application's Serve replicas and their engines.
 
 For fault tests and the chaos tool: they kill replicas by the pids Ray reports for them
-(nothing is matched by name), and check that no engine process outlives its replica.
+(nothing is matched by name), and check that no engine process outlives its replica; and for
+the load-test scripts that move an engine's processes between cores (``bind_threads``).
 """
 
 from __future__ import annotations
