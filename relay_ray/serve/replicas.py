@@ -123,10 +123,9 @@ def engine_processes(app: str, deployment: str) -> list[tuple[int, list[int], se
     the cores the workers are bound to (``cpu_threads_bind``)."""
     out = []
     for replica in replica_pids(app, deployment):
-        for core in psutil.Process(replica).children():
-            workers = core.children()
-            if workers:
-                out.append((core.pid, [w.pid for w in workers], set().union(*(set(w.cpu_affinity()) for w in workers))))
+        core = engine_of(replica)
+        workers = core.children()
+        out.append((core.pid, [w.pid for w in workers], set().union(*(set(w.cpu_affinity()) for w in workers))))
     return out
 
 
